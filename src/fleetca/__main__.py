@@ -1,0 +1,3 @@
+from fleetca.cli.main import app
+
+app()

@@ -1,0 +1,131 @@
+"""Accounts: newAccount, account update and deactivation, the orders list (RFC 8555 §7.3, §7.1.2.1)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fleetca.acme import jws
+from fleetca.acme.context import AcmeContext, emit_audit
+from fleetca.acme.http import authenticate, json_response
+from fleetca.acme.problems import AcmeProblem, malformed, not_found, unauthorized
+from fleetca.acme.urls import Urls
+from fleetca.acme.views import account_json
+from fleetca.ca.registry import IssuingCa
+from fleetca.domain import Account
+
+MAX_CONTACTS = 10
+ORDERS_PAGE_SIZE = 100
+
+
+def new_id() -> str:
+    """A random resource id: 96 bits, base64url."""
+    return secrets.token_urlsafe(12)
+
+
+def parse_contacts(raw: Any) -> list[str]:
+    """Check the ``contact`` array: mailto URIs with one plain address each (§7.3)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        raise malformed("'contact' must be an array of strings")
+    if len(raw) > MAX_CONTACTS:
+        raise AcmeProblem("invalidContact", f"at most {MAX_CONTACTS} contacts are accepted")
+    contacts = []
+    for uri in raw:
+        scheme, _, address = uri.partition(":")
+        if scheme.lower() != "mailto":
+            raise AcmeProblem("unsupportedContact", f"contact {uri!r} is not supported; use a mailto: URI")
+        local, at, domain = address.partition("@")
+        if not at or not local or "." not in domain or any(c in address for c in "?,;<> \t\r\n") \
+                or len(uri) > 254:
+            raise AcmeProblem("invalidContact", f"contact {uri!r} is not a single plain e-mail address")
+        contacts.append(f"mailto:{address}")
+    return contacts
+
+
+async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls, jwk_allowed=True, kid_allowed=False)
+    payload = auth.payload()
+    thumbprint = jws.thumbprint(auth.key)
+
+    # §7.3.1: a known key gets its existing account back, whatever else was sent.
+    with ctx.database.transaction() as repo:
+        existing = repo.find_account_by_key(ca.name, thumbprint)
+    if existing is not None:
+        request.state.account_id = existing.id
+        if existing.status != "valid":
+            raise unauthorized(f"the account for this key is {existing.status}", status=401)
+        return json_response(account_json(existing, urls), 200, {"Location": urls.account(existing.id)})
+
+    only_existing = payload.get("onlyReturnExisting", False)
+    if not isinstance(only_existing, bool):
+        raise malformed("'onlyReturnExisting' must be a boolean")
+    if only_existing:
+        raise AcmeProblem("accountDoesNotExist", "no account exists for this key")
+    contacts = parse_contacts(payload.get("contact"))
+    terms = payload.get("termsOfServiceAgreed", False)
+    if not isinstance(terms, bool):
+        raise malformed("'termsOfServiceAgreed' must be a boolean")
+
+    now = ctx.now()
+    account = Account(id=new_id(), ca_name=ca.name, key_thumbprint=thumbprint, jwk=auth.key.export_public(as_dict=True),
+                      status="valid", contact=contacts, terms_agreed=terms, eab_key_id=None, created_at=now)
+    with ctx.database.transaction() as repo:
+        # Two requests with the same new key race here; the unique key decides.
+        if repo.find_account_by_key(ca.name, thumbprint) is not None:
+            raise AcmeProblem("malformed", "an account for this key was created concurrently; retry", status=409)
+        repo.add_account(account)
+        repo.audit(now, "account.created", ca.name, {"account": account.id, "key": thumbprint})
+    emit_audit("account.created", ca.name, {"account": account.id})
+    request.state.account_id = account.id
+    return json_response(account_json(account, urls), 201, {"Location": urls.account(account.id)})
+
+
+async def account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls)
+    assert auth.account is not None
+    if auth.account.id != request.path_params["id"]:
+        raise unauthorized("an account can only be read or changed with its own key")
+    current = auth.account
+    if auth.is_post_as_get:
+        return json_response(account_json(current, urls), 200, {"Location": urls.account(current.id)})
+
+    # §7.3.2: only contact and a change to "deactivated" take effect; other
+    # fields, including other status values and orders, are ignored.
+    payload = auth.payload()
+    changes: dict[str, Any] = {}
+    if "contact" in payload:
+        changes["contact"] = parse_contacts(payload["contact"])
+    deactivate = payload.get("status") == "deactivated"
+    now = ctx.now()
+    with ctx.database.transaction() as repo:
+        if changes:
+            repo.update_account(current.id, **changes)
+        if deactivate:
+            repo.update_account(current.id, status="deactivated")
+            cancelled = repo.cancel_pending_work(current.id, {
+                "type": "urn:ietf:params:acme:error:unauthorized", "detail": "account was deactivated", "status": 403,
+            })
+            repo.audit(now, "account.deactivated", ca.name, {"account": current.id, "cancelled_orders": cancelled})
+        updated = repo.get_account(current.id)
+    assert updated is not None
+    return json_response(account_json(updated, urls), 200, {"Location": urls.account(updated.id)})
+
+
+async def account_orders(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls)
+    assert auth.account is not None
+    if auth.account.id != request.path_params["id"]:
+        raise not_found("no such orders list for this account")
+    cursor = request.query_params.get("cursor")
+    with ctx.database.transaction() as repo:
+        ids = repo.list_order_ids(auth.account.id, after=cursor, limit=ORDERS_PAGE_SIZE + 1)
+    headers = {}
+    if len(ids) > ORDERS_PAGE_SIZE:
+        ids = ids[:ORDERS_PAGE_SIZE]
+        headers["Link"] = f'<{urls.account_orders(auth.account.id)}?cursor={ids[-1]}>;rel="next"'
+    return json_response({"orders": [urls.order(i) for i in ids]}, 200, headers)

@@ -1,0 +1,98 @@
+"""The ASGI application: routes of every issuing CA's ACME resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fleetca.acme import accounts, authorizations, certificates, challenges, directory, finalize, orders, revocation
+from fleetca.acme.context import AcmeContext
+from fleetca.acme.http import acme_endpoint, problem_response
+from fleetca.acme.nonces import NonceService
+from fleetca.acme.problems import AcmeProblem, method_not_allowed, not_found
+from fleetca.ca.registry import load_issuing_cas
+from fleetca.clock import Clock, SystemClock
+from fleetca.settings import Settings
+from fleetca.storage.database import Database
+from fleetca.validation.validator import Validator
+
+log = logging.getLogger("fleetca.server")
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+NONCE_PRUNE_INTERVAL_SECONDS = 300
+
+
+def build_context(settings: Settings, clock: Clock | None = None) -> AcmeContext:
+    database = Database(settings.resolved_database_url())
+    return AcmeContext(
+        settings=settings,
+        database=database,
+        nonces=NonceService(database),
+        cas=load_issuing_cas(database, settings.data_dir),
+        validator=Validator(settings.validation),
+        clock=clock or SystemClock(),
+    )
+
+
+def _routes() -> list[Route]:
+    table = [
+        ("/directory", directory.directory),
+        ("/new-nonce", directory.new_nonce),
+        ("/new-account", accounts.new_account),
+        ("/new-order", orders.new_order),
+        ("/revoke-cert", revocation.revoke_cert),
+        ("/account/{id}", accounts.account),
+        ("/account/{id}/orders", accounts.account_orders),
+        ("/order/{id}", orders.order),
+        ("/order/{id}/finalize", finalize.finalize),
+        ("/authz/{id}", authorizations.authorization),
+        ("/challenge/{id}", challenges.challenge),
+        ("/cert/{id}", certificates.certificate),
+    ]
+    return [Route("/acme/{ca}" + path, acme_endpoint(handler), methods=ALL_METHODS) for path, handler in table]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        return problem_response(not_found(f"no ACME resource at {request.url.path}"))
+    if status == 405:
+        return problem_response(method_not_allowed(f"method {request.method} is not allowed here"))
+    return problem_response(AcmeProblem("malformed", "request could not be processed", status=status))
+
+
+async def _prune_nonces(ctx: AcmeContext) -> None:
+    while True:
+        await asyncio.sleep(NONCE_PRUNE_INTERVAL_SECONDS)
+        try:
+            ctx.nonces.prune(ctx.now())
+        except Exception:
+            log.exception("pruning used nonces failed; will retry")
+
+
+def create_app(ctx: AcmeContext) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        resumed = await challenges.resume_processing_challenges(ctx)
+        if resumed:
+            log.info("resumed %d challenge validations left in processing", resumed)
+        pruner = asyncio.get_running_loop().create_task(_prune_nonces(ctx))
+        for name in ctx.cas:
+            log.info("serving ACME directory %s/acme/%s/directory", ctx.base_url, name)
+        yield
+        pruner.cancel()
+        for task in list(ctx.background_tasks):
+            task.cancel()
+        ctx.database.dispose()
+
+    app = Starlette(routes=_routes(), lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error})
+    app.state.ctx = ctx
+    return app

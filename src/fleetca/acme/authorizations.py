@@ -1,0 +1,47 @@
+"""Authorization reads and deactivation (RFC 8555 §7.5, §7.5.2)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fleetca.acme.context import AcmeContext
+from fleetca.acme.http import authenticate, json_response
+from fleetca.acme.lifecycle import expire_authorizations, refresh_orders_of_authorization
+from fleetca.acme.problems import malformed, not_found
+from fleetca.acme.urls import Urls
+from fleetca.acme.views import authorization_json
+from fleetca.ca.registry import IssuingCa
+
+VALIDATION_RETRY_AFTER_SECONDS = 1
+
+
+async def authorization(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls)
+    assert auth.account is not None
+    authz_id = request.path_params["id"]
+    payload = None if auth.is_post_as_get else auth.payload()
+    if payload is not None and payload.get("status") != "deactivated":
+        raise malformed("an authorization update may only set status to \"deactivated\"")
+    now = ctx.now()
+    with ctx.database.transaction() as repo:
+        current = repo.get_authorization(authz_id)
+        if current is None or current.account_id != auth.account.id:
+            raise not_found("no such authorization for this account")
+        expire_authorizations(repo, [authz_id], now)
+        if payload is not None:
+            # §7.5.2: only a pending or valid authorization can be deactivated.
+            for from_status in ("pending", "valid"):
+                if repo.transition_authorization(authz_id, from_status, "deactivated"):
+                    repo.audit(now, "authorization.deactivated", ca.name,
+                               {"account": auth.account.id, "authorization": authz_id})
+                    refresh_orders_of_authorization(repo, authz_id, now)
+                    break
+            else:
+                raise malformed(f"authorization is {repo.get_authorization(authz_id).status} and cannot be deactivated")
+        current = repo.get_authorization(authz_id)
+    assert current is not None
+    headers = {}
+    if any(c.status == "processing" for c in current.challenges):
+        headers["Retry-After"] = str(VALIDATION_RETRY_AFTER_SECONDS)
+    return json_response(authorization_json(current, urls), 200, headers)

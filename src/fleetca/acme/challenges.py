@@ -1,0 +1,105 @@
+"""Challenge responses and the validation that follows (RFC 8555 §7.5.1, §8).
+
+A POST with a JSON object to a pending challenge moves it to processing and
+starts validation as a background task of this process; the client polls the
+authorization. If the process stops before the task finishes, the next start
+of any fleetca process resumes challenges left in processing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fleetca.acme.context import AcmeContext
+from fleetca.acme.http import authenticate, json_response
+from fleetca.acme.jws import thumbprint
+from fleetca.acme.lifecycle import problem_json, refresh_orders_of_authorization
+from fleetca.acme.problems import PROBLEM_STATUS, not_found
+from fleetca.acme.urls import Urls
+from fleetca.acme.views import challenge_json
+from fleetca.ca.registry import IssuingCa
+from fleetca.validation.errors import ValidationFailed
+
+from jwcrypto import jwk
+
+log = logging.getLogger("fleetca.validation")
+RETRY_AFTER_SECONDS = 1
+
+
+async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls)
+    assert auth.account is not None
+    challenge_id = request.path_params["id"]
+    if not auth.is_post_as_get:
+        auth.payload()  # must be a JSON object; its members are ignored (§7.5.1)
+    now = ctx.now()
+    started = False
+    with ctx.database.transaction() as repo:
+        current = repo.get_challenge(challenge_id)
+        authz = repo.get_authorization(current.authorization_id) if current else None
+        if current is None or authz is None or authz.account_id != auth.account.id:
+            raise not_found("no such challenge for this account")
+        if not auth.is_post_as_get and current.status == "pending" and authz.status == "pending" \
+                and authz.expires > now:
+            started = repo.transition_challenge(challenge_id, "pending", "processing", started_at=now)
+        current = repo.get_challenge(challenge_id)
+    assert current is not None
+    if started:
+        start_validation(ctx, challenge_id)
+    headers = {"Link": f'<{urls.authorization(current.authorization_id)}>;rel="up"'}
+    if current.status == "processing":
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return json_response(challenge_json(current, urls), 200, headers)
+
+
+def start_validation(ctx: AcmeContext, challenge_id: str) -> None:
+    task = asyncio.get_running_loop().create_task(validate_challenge(ctx, challenge_id))
+    ctx.background_tasks.add(task)
+    task.add_done_callback(ctx.background_tasks.discard)
+
+
+async def validate_challenge(ctx: AcmeContext, challenge_id: str) -> None:
+    """Validate one processing challenge and record the outcome on it, its authorization and orders."""
+    with ctx.database.transaction() as repo:
+        current = repo.get_challenge(challenge_id)
+        authz = repo.get_authorization(current.authorization_id) if current else None
+        account = repo.get_account(authz.account_id) if authz else None
+    if current is None or authz is None or account is None or current.status != "processing":
+        return
+    key_authorization = f"{current.token}.{thumbprint(jwk.JWK(**account.jwk))}"
+    error = None
+    try:
+        await ctx.validator.validate(current.type, authz.identifier, current.token, key_authorization)
+    except ValidationFailed as failure:
+        error = problem_json(failure.problem_type, failure.detail, PROBLEM_STATUS.get(failure.problem_type, 400))
+    except Exception:
+        log.exception("validation of challenge %s crashed", challenge_id)
+        error = problem_json("serverInternal", "validation failed with an internal error", 500)
+
+    now = ctx.now()
+    with ctx.database.transaction() as repo:
+        if error is None:
+            if repo.transition_challenge(challenge_id, "processing", "valid", validated=now):
+                repo.transition_authorization(authz.id, "pending", "valid",
+                                              expires=now + ctx.settings.lifetimes.valid_authorization)
+        elif repo.transition_challenge(challenge_id, "processing", "invalid", error=error):
+            repo.transition_authorization(authz.id, "pending", "invalid")
+        refresh_orders_of_authorization(repo, authz.id, now)
+    log.info("challenge validated", extra={"event": {
+        "challenge": challenge_id, "type": current.type, "identifier": authz.identifier.value,
+        "account": account.id, "result": "valid" if error is None else "invalid",
+        "error": error["detail"] if error else None,
+    }})
+
+
+async def resume_processing_challenges(ctx: AcmeContext) -> int:
+    """Restart validation of challenges that a stopped process left in processing."""
+    with ctx.database.transaction() as repo:
+        ids = repo.processing_challenge_ids()
+    for challenge_id in ids:
+        start_validation(ctx, challenge_id)
+    return len(ids)

@@ -1,0 +1,104 @@
+"""Order finalization: CSR checks and issuance (RFC 8555 §7.4).
+
+The order moves ready -> processing with a conditional update, so of two
+concurrent finalize requests exactly one signs. A refused CSR leaves the order
+ready so that the client can send a corrected one; a signer failure leaves it
+invalid with an error, never stuck in processing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from cryptography.hazmat.primitives import serialization
+from jwcrypto import jwk
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fleetca.acme.accounts import new_id
+from fleetca.acme.context import AcmeContext, emit_audit
+from fleetca.acme.http import authenticate, json_response
+from fleetca.acme.jws import b64url_decode
+from fleetca.acme.lifecycle import problem_json, refresh_order
+from fleetca.acme.problems import AcmeProblem, not_found
+from fleetca.acme.urls import Urls
+from fleetca.acme.views import order_json
+from fleetca.ca.csr import CsrRejected, check_csr_matches_order, load_csr
+from fleetca.ca.registry import IssuingCa
+from fleetca.domain import IssuedCertificate
+from fleetca.signing.issuer import LeafRequest, SigningRefused
+
+log = logging.getLogger("fleetca.issuance")
+
+# Leaf certificates start this far in the past, so that a device whose clock is
+# slightly behind accepts its new certificate at once.
+BACKDATE = timedelta(hours=1)
+
+
+async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls)
+    assert auth.account is not None
+    order_id = request.path_params["id"]
+    payload = auth.payload()
+    now = ctx.now()
+
+    # The order must exist, belong to the account and be ready (§7.4).
+    with ctx.database.transaction() as repo:
+        current = repo.get_order(order_id)
+        if current is None or current.account_id != auth.account.id:
+            raise not_found("no such order for this account")
+        current = refresh_order(repo, current, now)
+    if current.status != "ready":
+        raise AcmeProblem("orderNotReady", f"order is {current.status}, not ready; it cannot be finalized now")
+
+    # Check the CSR before taking the order out of ready, so a refused CSR can be corrected.
+    try:
+        csr = load_csr(b64url_decode(payload.get("csr"), "csr"))
+        check_csr_matches_order(csr, current.identifiers)
+    except CsrRejected as exc:
+        raise AcmeProblem("badCSR", str(exc)) from exc
+    csr_key = csr.public_key()
+    csr_thumbprint = jwk.JWK.from_pyca(csr_key).thumbprint()
+    with ctx.database.transaction() as repo:
+        if repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
+            raise AcmeProblem("badCSR", "the CSR's public key is an account key; use a separate key")
+        if not repo.transition_order(order_id, "ready", "processing"):
+            raise AcmeProblem("orderNotReady", "order is being finalized by another request")
+
+    # Sign; any failure here must leave the order invalid rather than processing.
+    profile = ca.profiles.get(current.profile or ca.default_profile) or ca.profiles[ca.default_profile]
+    not_before = current.not_before or (now - BACKDATE)
+    not_after = current.not_after or (not_before + profile.lifetime)
+    not_after = min(not_after, ca.certificate.not_valid_after_utc)
+    try:
+        certificate = ca.signer.sign_leaf(LeafRequest(
+            public_key=csr_key, identifiers=tuple(current.identifiers),
+            not_before=not_before, not_after=not_after, profile=profile))
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, SigningRefused) else "signing failed with an internal error"
+        log.exception("signing failed for order %s", order_id)
+        error = problem_json("serverInternal", f"certificate was not issued: {detail}", 500)
+        with ctx.database.transaction() as repo:
+            repo.transition_order(order_id, "processing", "invalid", error=error)
+            repo.audit(ctx.now(), "certificate.refused", ca.name, {"order": order_id, "detail": detail})
+            failed = repo.get_order(order_id)
+        assert failed is not None
+        return json_response(order_json(failed, urls), 200, {"Location": urls.order(order_id)})
+
+    issued = IssuedCertificate(
+        id=new_id(), serial=format(certificate.serial_number, "x"), ca_name=ca.name, account_id=auth.account.id,
+        order_id=order_id, der=certificate.public_bytes(serialization.Encoding.DER),
+        not_before=certificate.not_valid_before_utc, not_after=certificate.not_valid_after_utc,
+        profile=profile.name, revoked_at=None, revocation_reason=None)
+    audit_details = {"serial": issued.serial, "account": auth.account.id, "order": order_id,
+                     "identifiers": [i.value for i in current.identifiers], "profile": profile.name,
+                     "not_after": issued.not_after.isoformat()}
+    with ctx.database.transaction() as repo:
+        repo.add_certificate(issued, now)
+        repo.transition_order(order_id, "processing", "valid", certificate_id=issued.id)
+        repo.audit(now, "certificate.issued", ca.name, audit_details)
+        done = repo.get_order(order_id)
+    emit_audit("certificate.issued", ca.name, audit_details)
+    assert done is not None
+    return json_response(order_json(done, urls), 200, {"Location": urls.order(order_id)})

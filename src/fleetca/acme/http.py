@@ -1,0 +1,166 @@
+"""HTTP plumbing shared by all ACME endpoints: JWS authentication, responses, logging.
+
+Every endpoint is wrapped by :func:`acme_endpoint`, which turns an
+:class:`AcmeProblem` into ``application/problem+json``, adds Replay-Nonce and the
+Link to the directory to every answer, and logs one event per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from jwcrypto import jwk
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fleetca.acme import jws
+from fleetca.acme.context import AcmeContext
+from fleetca.acme.problems import AcmeProblem, malformed, method_not_allowed, not_found, unauthorized
+from fleetca.acme.urls import Urls
+from fleetca.ca.registry import IssuingCa
+from fleetca.domain import Account
+
+JOSE_CONTENT_TYPE = "application/jose+json"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+MAX_REQUEST_BYTES = 64 * 1024
+
+request_log = logging.getLogger("fleetca.request")
+
+Handler = Callable[[Request, AcmeContext, IssuingCa, Urls], Awaitable[Response]]
+
+
+@dataclass
+class AuthenticatedRequest:
+    """A POST whose JWS verified, with the account (kid) or bare key (jwk) that signed it."""
+
+    jws: jws.ParsedJws
+    key: jwk.JWK
+    account: Account | None
+
+    @property
+    def is_post_as_get(self) -> bool:
+        return self.jws.is_post_as_get
+
+    def payload(self) -> dict[str, Any]:
+        return self.jws.payload_json()
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def problem_response(problem: AcmeProblem) -> Response:
+    headers = dict(problem.headers)
+    if problem.status == 405:
+        headers.setdefault("Allow", "POST")
+    return Response(json.dumps(problem.to_json(), separators=(",", ":")), status_code=problem.status,
+                    media_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def request_url(ctx: AcmeContext, request: Request) -> str:
+    query = request.url.query
+    return ctx.base_url + request.url.path + (f"?{query}" if query else "")
+
+
+async def read_jws(request: Request) -> jws.ParsedJws:
+    """Check the request's method, media type and size, then parse its JWS."""
+    if request.method != "POST":
+        raise method_not_allowed("this resource requires POST (POST-as-GET to read it)")
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != JOSE_CONTENT_TYPE:
+        raise AcmeProblem("malformed", f"Content-Type must be {JOSE_CONTENT_TYPE}, not {media_type or 'missing'}",
+                          status=415)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise AcmeProblem("malformed", f"request body is larger than {MAX_REQUEST_BYTES} bytes", status=413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_REQUEST_BYTES:
+            raise AcmeProblem("malformed", f"request body is larger than {MAX_REQUEST_BYTES} bytes", status=413)
+    return jws.parse_flattened(bytes(body))
+
+
+async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls, *,
+                       jwk_allowed: bool = False, kid_allowed: bool = True,
+                       parsed: jws.ParsedJws | None = None) -> AuthenticatedRequest:
+    """Verify a POST (RFC 8555 §6.2 to §6.5): key, signature, url, then nonce."""
+    parsed = parsed or await read_jws(request)
+
+    # Find the key: an embedded jwk only where the RFC allows it, otherwise the account's.
+    account: Account | None = None
+    jws.check_account_alg(parsed.alg)
+    if parsed.jwk is not None:
+        if not jwk_allowed:
+            raise malformed("this request must identify its account with 'kid', not 'jwk'")
+        key = jws.import_account_key(parsed.jwk, parsed.alg)
+    else:
+        if not kid_allowed:
+            raise malformed("this request must carry the account's public key in 'jwk', not 'kid'")
+        account_id = urls.account_id_from_kid(parsed.kid or "")
+        with ctx.database.transaction() as repo:
+            account = repo.get_account(account_id) if account_id else None
+        if account is None or account.ca_name != ca.name:
+            raise AcmeProblem("accountDoesNotExist", f"no account at {parsed.kid!r}")
+        key = jws.import_account_key(account.jwk, parsed.alg)
+
+    # The signature comes before any state-dependent check, so unauthenticated
+    # requests learn nothing and burn no nonces.
+    jws.verify_signature(parsed, key, list(jws.ACCOUNT_KEY_ALGORITHMS))
+    if parsed.url != request_url(ctx, request):
+        raise unauthorized(f"JWS 'url' {parsed.url!r} does not match the request URL {request_url(ctx, request)!r}")
+    ctx.nonces.consume(parsed.nonce or "", ctx.now())
+
+    if account is not None:
+        request.state.account_id = account.id
+        if account.status != "valid":
+            raise unauthorized(f"account is {account.status}", status=401)
+    return AuthenticatedRequest(jws=parsed, key=key, account=account)
+
+
+def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a handler with problem conversion, common headers and the request log."""
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        ctx: AcmeContext = request.app.state.ctx
+        request.state.account_id = None
+        problem_type = None
+        ca_name = request.path_params.get("ca", "")
+        urls = Urls(ctx.base_url, ca_name)
+        try:
+            ca = ctx.cas.get(ca_name)
+            if ca is None:
+                raise not_found(f"no issuing CA named {ca_name!r} on this server")
+            response = await handler(request, ctx, ca, urls)
+        except AcmeProblem as problem:
+            problem_type = problem.type
+            response = problem_response(problem)
+        except Exception:
+            request_log.exception("unhandled error", extra={"path": request.url.path})
+            problem_type = "serverInternal"
+            response = problem_response(AcmeProblem("serverInternal", "internal server error; the event was logged"))
+
+        response.headers["Replay-Nonce"] = ctx.nonces.issue(ctx.now())
+        response.headers["Cache-Control"] = "no-store"
+        if ca_name in ctx.cas:
+            link = f'<{urls.directory}>;rel="index"'
+            existing = response.headers.get("Link")
+            response.headers["Link"] = f"{existing}, {link}" if existing else link
+        request_log.info("request", extra={"event": {
+            "method": request.method,
+            "path": request.url.path,
+            "status": response.status_code,
+            "account": request.state.account_id,
+            "problem": problem_type,
+            "ms": round((time.perf_counter() - started) * 1000, 2),
+        }})
+        return response
+
+    endpoint.__name__ = handler.__name__
+    return endpoint

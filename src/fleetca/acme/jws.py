@@ -1,0 +1,187 @@
+"""Request authentication: flattened JWS parsing and verification (RFC 8555 §6.2).
+
+The structure checks are done here, strictly and before any signature work; the
+signature itself is verified by jwcrypto. The order of the checks follows the
+RFC: shape, protected header, key, signature. The caller then checks ``url``
+and ``nonce`` because those need request context.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from jwcrypto import jwk, jws
+from jwcrypto.common import JWException
+
+from fleetca.acme.problems import AcmeProblem, malformed
+
+# Account key algorithms accepted, with the key type and curve each needs.
+ACCOUNT_KEY_ALGORITHMS: dict[str, tuple[str, str | None]] = {
+    "ES256": ("EC", "P-256"),
+    "ES384": ("EC", "P-384"),
+    "RS256": ("RSA", None),
+    "EdDSA": ("OKP", "Ed25519"),
+}
+MAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+MIN_RSA_ACCOUNT_KEY_BITS = 2048
+MAX_RSA_ACCOUNT_KEY_BITS = 8192
+
+
+def b64url_decode(value: Any, what: str) -> bytes:
+    """Decode unpadded base64url (RFC 8555 §6.1), raising malformed on bad input.
+
+    Trailing "=" padding is tolerated because some embedded clients send it; this
+    departure is listed in docs/divergences.md.
+    """
+    if not isinstance(value, str):
+        raise malformed(f"{what} must be a base64url string")
+    stripped = value.rstrip("=")
+    if any(c not in _B64URL_ALPHABET for c in stripped):
+        raise malformed(f"{what} is not valid base64url")
+    try:
+        return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise malformed(f"{what} is not valid base64url") from exc
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@dataclass
+class ParsedJws:
+    """A flattened JWS whose structure and protected header passed the checks."""
+
+    raw: str
+    protected: dict[str, Any]
+    payload_bytes: bytes
+    alg: str
+    nonce: str | None
+    url: str
+    jwk: dict[str, Any] | None
+    kid: str | None
+
+    @property
+    def is_post_as_get(self) -> bool:
+        return self.payload_bytes == b""
+
+    def payload_json(self) -> dict[str, Any]:
+        """Decode the payload as a JSON object, raising malformed otherwise."""
+        try:
+            value = json.loads(self.payload_bytes)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise malformed("JWS payload is not valid JSON") from exc
+        if not isinstance(value, dict):
+            raise malformed("JWS payload must be a JSON object")
+        return value
+
+
+def parse_flattened(body: bytes | str, *, require_nonce: bool = True) -> ParsedJws:
+    """Parse a flattened JWS JSON serialization and check its protected header."""
+    try:
+        raw = body.decode("utf-8") if isinstance(body, bytes) else body
+        outer = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise malformed("request body is not valid JSON") from exc
+    if not isinstance(outer, dict):
+        raise malformed("request body must be a JWS JSON object")
+    if "signatures" in outer:
+        raise malformed("JWS must use the flattened JSON serialization with one signature")
+    if "header" in outer:
+        raise malformed("JWS must not have an unprotected header")
+    for member in ("protected", "payload", "signature"):
+        if member not in outer:
+            raise malformed(f"JWS is missing {member!r}")
+    unknown = set(outer) - {"protected", "payload", "signature"}
+    if unknown:
+        raise malformed(f"JWS has unexpected members: {', '.join(sorted(unknown))}")
+
+    protected_bytes = b64url_decode(outer["protected"], "JWS protected header")
+    try:
+        protected = json.loads(protected_bytes)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise malformed("JWS protected header is not valid JSON") from exc
+    if not isinstance(protected, dict):
+        raise malformed("JWS protected header must be a JSON object")
+    payload_bytes = b64url_decode(outer["payload"], "JWS payload")
+    b64url_decode(outer["signature"], "JWS signature")
+
+    alg = protected.get("alg")
+    if not isinstance(alg, str) or not alg:
+        raise malformed("JWS protected header is missing 'alg'")
+    url = protected.get("url")
+    if not isinstance(url, str) or not url:
+        raise malformed("JWS protected header is missing 'url'")
+    nonce = protected.get("nonce")
+    if require_nonce and (not isinstance(nonce, str) or not nonce):
+        raise AcmeProblem("badNonce", "JWS protected header is missing 'nonce'")
+    if nonce is not None and not isinstance(nonce, str):
+        raise AcmeProblem("badNonce", "JWS 'nonce' must be a string")
+    has_jwk, has_kid = "jwk" in protected, "kid" in protected
+    if has_jwk == has_kid:
+        raise malformed("JWS protected header must contain exactly one of 'jwk' and 'kid'")
+    key = protected.get("jwk")
+    if has_jwk and not isinstance(key, dict):
+        raise malformed("JWS 'jwk' must be a JSON object")
+    kid = protected.get("kid")
+    if has_kid and (not isinstance(kid, str) or not kid):
+        raise malformed("JWS 'kid' must be a non-empty string")
+    if "b64" in protected or "crit" in protected:
+        raise malformed("JWS header parameters 'b64' and 'crit' are not supported")
+
+    return ParsedJws(raw=raw, protected=protected, payload_bytes=payload_bytes, alg=alg,
+                     nonce=nonce, url=url, jwk=key, kid=kid)
+
+
+def check_account_alg(alg: str) -> None:
+    """Raise badSignatureAlgorithm, listing the accepted ones, for any other alg."""
+    if alg not in ACCOUNT_KEY_ALGORITHMS:
+        raise AcmeProblem(
+            "badSignatureAlgorithm",
+            f"JWS algorithm {alg!r} is not supported for account keys",
+            extra={"algorithms": list(ACCOUNT_KEY_ALGORITHMS)},
+        )
+
+
+def import_account_key(key: dict[str, Any], alg: str) -> jwk.JWK:
+    """Build a public JWK usable with ``alg``, raising badPublicKey if it cannot be."""
+    check_account_alg(alg)
+    kty, crv = ACCOUNT_KEY_ALGORITHMS[alg]
+    if key.get("kty") != kty or (crv is not None and key.get("crv") != crv):
+        raise AcmeProblem("badPublicKey", f"algorithm {alg} needs a {kty} key" + (f" on {crv}" if crv else ""))
+    if "d" in key or (kty == "RSA" and any(p in key for p in ("p", "q", "dp", "dq", "qi"))):
+        raise AcmeProblem("badPublicKey", "JWK must be a public key, not a private key")
+    try:
+        public = jwk.JWK(**{k: v for k, v in key.items() if isinstance(k, str)})
+    except (JWException, ValueError, TypeError, KeyError) as exc:
+        raise AcmeProblem("badPublicKey", "JWK could not be parsed as a public key") from exc
+    if kty == "RSA":
+        bits = public.get_op_key("verify").key_size
+        if bits < MIN_RSA_ACCOUNT_KEY_BITS or bits > MAX_RSA_ACCOUNT_KEY_BITS or bits % 8:
+            raise AcmeProblem("badPublicKey", f"RSA account keys must be 2048 to 8192 bits, a multiple of 8; got {bits}")
+        if public.get_op_key("verify").public_numbers().e < 65537:
+            raise AcmeProblem("badPublicKey", "RSA account key exponent must be at least 65537")
+    return public
+
+
+def thumbprint(key: jwk.JWK) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url), the account key's identity."""
+    return key.thumbprint()
+
+
+def verify_signature(parsed: ParsedJws, key: jwk.JWK, algorithms: tuple[str, ...] | list[str]) -> None:
+    """Verify the JWS signature with ``key``, raising malformed when it does not match."""
+    token = jws.JWS()
+    try:
+        token.deserialize(parsed.raw)
+        token.allowed_algs = list(algorithms)
+        token.verify(key, alg=parsed.alg)
+    except (JWException, ValueError, TypeError) as exc:
+        raise malformed("JWS signature is invalid") from exc

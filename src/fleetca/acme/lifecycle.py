@@ -1,0 +1,64 @@
+"""Status transitions of orders and authorizations (RFC 8555 §7.1.6).
+
+Expiry is applied lazily whenever an object is read, and an order moves to
+ready in the same transaction that makes its last authorization valid, so a
+client never sees a valid authorization while its order is still pending.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fleetca.acme.problems import URN_PREFIX
+from fleetca.domain import Order
+from fleetca.storage.repository import Repository
+
+FAILED_AUTHORIZATION_STATES = ("invalid", "deactivated", "expired", "revoked")
+
+
+def problem_json(problem_type: str, detail: str, status: int) -> dict[str, Any]:
+    return {"type": URN_PREFIX + problem_type, "detail": detail, "status": status}
+
+
+def expire_authorizations(repo: Repository, authz_ids: list[str], now: datetime) -> dict[str, str]:
+    """Mark pending or valid authorizations past their expiry as expired; return id -> status."""
+    states = {}
+    for authz_id, status, expires in repo.authorization_states(authz_ids):
+        if status in ("pending", "valid") and expires <= now:
+            if repo.transition_authorization(authz_id, status, "expired"):
+                status = "expired"
+        states[authz_id] = status
+    return states
+
+
+def refresh_order(repo: Repository, order: Order, now: datetime) -> Order:
+    """Apply expiry and authorization outcomes to a pending or ready order."""
+    if order.status not in ("pending", "ready"):
+        return order
+    if order.expires <= now:
+        error = problem_json("malformed", "order expired before it was finalized", 400)
+        repo.transition_order(order.id, order.status, "invalid", error=error)
+        order.status, order.error = "invalid", error
+        return order
+    if order.status != "pending":
+        return order
+    states = expire_authorizations(repo, order.authorization_ids, now)
+    failed = [a for a in order.authorization_ids if states.get(a) in FAILED_AUTHORIZATION_STATES]
+    if failed:
+        errors = repo.challenge_errors(failed[0])
+        error = errors[0] if errors else problem_json(
+            "unauthorized", f"authorization {failed[0]} is {states[failed[0]]}", 403)
+        if repo.transition_order(order.id, "pending", "invalid", error=error):
+            order.status, order.error = "invalid", error
+    elif all(states.get(a) == "valid" for a in order.authorization_ids):
+        if repo.transition_order(order.id, "pending", "ready"):
+            order.status = "ready"
+    return order
+
+
+def refresh_orders_of_authorization(repo: Repository, authz_id: str, now: datetime) -> None:
+    for order_id in repo.order_ids_for_authorization(authz_id):
+        order = repo.get_order(order_id)
+        if order is not None:
+            refresh_order(repo, order, now)

@@ -1,0 +1,60 @@
+"""Anti-replay nonces (RFC 8555 §6.5, §7.2).
+
+A nonce is issued without touching the database: it carries its issue time,
+random bytes and an HMAC under a key shared by every fleetca process through the
+database. Using a nonce inserts it into ``used_nonces``; the unique key makes a
+second use fail in any process. Nonces older than ``lifetime`` are rejected
+without a lookup, so used-nonce rows can be pruned after that.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from datetime import UTC, datetime, timedelta
+from hashlib import sha256
+
+from fleetca.acme.jws import b64url_decode, b64url_encode
+from fleetca.acme.problems import AcmeProblem
+from fleetca.storage.database import Database
+
+NONCE_SECRET_NAME = "nonce-hmac-key"
+DEFAULT_LIFETIME = timedelta(hours=1)
+_RAW_LENGTH = 8 + 8 + 16
+
+
+class NonceService:
+    def __init__(self, database: Database, lifetime: timedelta = DEFAULT_LIFETIME) -> None:
+        self.database = database
+        self.lifetime = lifetime
+        with database.transaction() as repo:
+            self._key = repo.get_or_create_secret(NONCE_SECRET_NAME, lambda: os.urandom(32))
+
+    def issue(self, now: datetime) -> str:
+        body = struct.pack(">Q", int(now.timestamp())) + os.urandom(8)
+        return b64url_encode(body + hmac.new(self._key, body, sha256).digest()[:16])
+
+    def consume(self, nonce: str, now: datetime) -> None:
+        """Accept ``nonce`` once, or raise badNonce."""
+        issued_at = self._check(nonce, now)
+        with self.database.transaction() as repo:
+            if not repo.use_nonce(nonce, issued_at + self.lifetime):
+                raise AcmeProblem("badNonce", "nonce has already been used; retry with the nonce in Replay-Nonce")
+
+    def _check(self, nonce: str, now: datetime) -> datetime:
+        try:
+            raw = b64url_decode(nonce, "nonce")
+        except AcmeProblem:
+            raw = b""
+        if len(raw) != _RAW_LENGTH or not hmac.compare_digest(
+                raw[16:], hmac.new(self._key, raw[:16], sha256).digest()[:16]):
+            raise AcmeProblem("badNonce", "nonce was not issued by this server; retry with the nonce in Replay-Nonce")
+        issued_at = datetime.fromtimestamp(struct.unpack(">Q", raw[:8])[0], UTC)
+        if now - issued_at > self.lifetime:
+            raise AcmeProblem("badNonce", "nonce has expired; retry with the nonce in Replay-Nonce")
+        return issued_at
+
+    def prune(self, now: datetime) -> int:
+        with self.database.transaction() as repo:
+            return repo.prune_used_nonces(now)

@@ -1,0 +1,139 @@
+"""newOrder and order reads (RFC 8555 §7.4, §7.1.3)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fleetca.acme.accounts import new_id
+from fleetca.acme.context import AcmeContext
+from fleetca.acme.http import authenticate, json_response
+from fleetca.acme.identifiers import parse_identifiers
+from fleetca.acme.lifecycle import refresh_order
+from fleetca.acme.problems import AcmeProblem, malformed, not_found
+from fleetca.acme.urls import Urls
+from fleetca.acme.views import order_json
+from fleetca.ca.profiles import CertificateProfile
+from fleetca.ca.registry import IssuingCa
+from fleetca.domain import Authorization, Challenge, Identifier, Order
+
+MAX_IDENTIFIERS_PER_ORDER = 100
+# How far in the past a requested notBefore may lie; devices with a skewed clock ask for it.
+MAX_NOT_BEFORE_BACKDATE = timedelta(hours=24)
+PROCESSING_RETRY_AFTER_SECONDS = 1
+
+
+def challenge_types_for(identifier: Identifier, wildcard: bool) -> list[str]:
+    """Challenge types offered: dns-01 only for wildcards, never dns-01 for IPs (RFC 8738 §7)."""
+    if wildcard:
+        return ["dns-01"]
+    if identifier.type == "ip":
+        return ["http-01", "tls-alpn-01"]
+    return ["http-01", "dns-01", "tls-alpn-01"]
+
+
+def new_authorization(account_id: str, ident: Identifier, now: datetime, lifetime: timedelta) -> Authorization:
+    wildcard = ident.type == "dns" and ident.value.startswith("*.")
+    base = Identifier(ident.type, ident.value.removeprefix("*.")) if wildcard else ident
+    authz_id = new_id()
+    token = secrets.token_urlsafe(32)  # 256 bits; RFC 8555 §8.1 asks for at least 128
+    challenges = [Challenge(id=new_id(), authorization_id=authz_id, type=t, token=token, status="pending")
+                  for t in challenge_types_for(base, wildcard)]
+    return Authorization(id=authz_id, account_id=account_id, identifier=base, wildcard=wildcard, status="pending",
+                         expires=now + lifetime, created_at=now, challenges=challenges)
+
+
+def parse_timestamp(payload: dict[str, Any], field: str) -> datetime | None:
+    value = payload.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise malformed(f"'{field}' must be an RFC 3339 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise malformed(f"'{field}' is not an RFC 3339 timestamp: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise malformed(f"'{field}' must carry a time zone offset, such as Z")
+    return parsed
+
+
+def select_profile(ca: IssuingCa, payload: dict[str, Any]) -> CertificateProfile:
+    name = payload.get("profile", ca.default_profile)
+    if not isinstance(name, str):
+        raise malformed("'profile' must be a string")
+    profile = ca.profiles.get(name)
+    if profile is None:
+        raise AcmeProblem("invalidProfile",
+                          f"profile {name!r} is not offered; choose one of {', '.join(sorted(ca.profiles))}")
+    return profile
+
+
+def check_validity_request(ca: IssuingCa, profile: CertificateProfile, not_before: datetime | None,
+                           not_after: datetime | None, now: datetime) -> None:
+    """Refuse a notBefore/notAfter that fleetca could not honour exactly (§7.4)."""
+    if not_before is None and not_after is None:
+        return
+    start = not_before or now
+    if not_before is not None and not_before < now - MAX_NOT_BEFORE_BACKDATE:
+        raise malformed("'notBefore' is more than 24 hours in the past")
+    if not_after is not None:
+        if not_after <= start:
+            raise malformed("'notAfter' must be later than 'notBefore' and than now")
+        if not_after - start > profile.lifetime:
+            raise malformed(f"the requested validity exceeds the {profile.name} profile's maximum of {profile.lifetime}")
+        if not_after > ca.certificate.not_valid_after_utc:
+            raise malformed("'notAfter' is later than the issuing CA's own expiry")
+
+
+async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls)
+    assert auth.account is not None
+    payload = auth.payload()
+    now = ctx.now()
+
+    identifiers = parse_identifiers(payload.get("identifiers"), max_count=MAX_IDENTIFIERS_PER_ORDER)
+    ca.policy.check_identifiers(ca.name, identifiers)
+    profile = select_profile(ca, payload)
+    not_before, not_after = parse_timestamp(payload, "notBefore"), parse_timestamp(payload, "notAfter")
+    check_validity_request(ca, profile, not_before, not_after, now)
+
+    lifetimes = ctx.settings.lifetimes
+    order_expires = now + lifetimes.order
+    authz_ids: list[str] = []
+    with ctx.database.transaction() as repo:
+        # A valid authorization of the same account that outlives the order is reused.
+        for ident in identifiers:
+            wildcard = ident.type == "dns" and ident.value.startswith("*.")
+            base = Identifier(ident.type, ident.value.removeprefix("*."))
+            reused = repo.find_reusable_authorization(auth.account.id, base, wildcard, order_expires)
+            if reused is not None:
+                authz_ids.append(reused)
+                continue
+            authz = new_authorization(auth.account.id, ident, now, lifetimes.pending_authorization)
+            repo.add_authorization(authz)
+            authz_ids.append(authz.id)
+        order = Order(id=new_id(), account_id=auth.account.id, status="pending", expires=order_expires,
+                      identifiers=identifiers, authorization_ids=authz_ids, not_before=not_before,
+                      not_after=not_after, profile=profile.name, error=None, certificate_id=None, created_at=now)
+        repo.add_order(order)
+        order = refresh_order(repo, order, now)
+    return json_response(order_json(order, urls), 201, {"Location": urls.order(order.id)})
+
+
+async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls)
+    assert auth.account is not None
+    with ctx.database.transaction() as repo:
+        current = repo.get_order(request.path_params["id"])
+        if current is None or current.account_id != auth.account.id:
+            raise not_found("no such order for this account")
+        current = refresh_order(repo, current, ctx.now())
+    headers = {"Location": urls.order(current.id)}
+    if current.status == "processing":
+        headers["Retry-After"] = str(PROCESSING_RETRY_AFTER_SECONDS)
+    return json_response(order_json(current, urls), 200, headers)

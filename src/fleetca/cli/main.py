@@ -1,0 +1,153 @@
+"""The operator command line: ``fleetca init``, ``fleetca serve`` and ``fleetca ca ...``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from fleetca.ca.bootstrap import InitError, existing_state, initialize
+from fleetca.ca.constraints import NameConstraints
+from fleetca.clock import SystemClock
+from fleetca.settings import load_settings, parse_host_port
+from fleetca.signing.keys import KeyFileError
+
+app = typer.Typer(help="fleetca: an ACME CA for device fleets, issuing from technically constrained CAs.",
+                  no_args_is_help=True, add_completion=False)
+ca_app = typer.Typer(help="Manage issuing CAs.", no_args_is_help=True)
+app.add_typer(ca_app, name="ca")
+
+console = Console(stderr=True)
+DEFAULT_DATA_DIR = Path("fleetca-data")
+DEMO_DNS_SUFFIX = "devices.example.test"
+
+DataDirOption = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Directory holding settings, keys and the database.")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def init(
+    data_dir: Path = DataDirOption,
+    ca: str = typer.Option("default", "--ca", help="Name of the first issuing CA; it appears in the ACME URL."),
+    permit_dns: list[str] = typer.Option([], "--permit-dns", help="DNS suffix the issuing CA may certify "
+                                         "(the name and all names below it). Repeat for several."),
+    permit_ip: list[str] = typer.Option([], "--permit-ip", help="IP range in CIDR form the issuing CA may certify. "
+                                        "Repeat for several. IP families without a range are excluded."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy database URL; "
+                                               "SQLite in the data directory when omitted."),
+) -> None:
+    """Create a data directory with a private root CA and one constrained issuing CA."""
+    try:
+        constraints = NameConstraints.build(permit_dns, permit_ip)
+        result = initialize(data_dir, ca, constraints, SystemClock().now(), database_url=database_url)
+    except (ValueError, InitError, KeyFileError) as exc:
+        _fail(str(exc))
+        return
+    console.print(f"created root CA        {result.root_path}")
+    console.print(f"created issuing CA     {result.issuing_ca_path} ({constraints.describe()})")
+    console.print(f"settings               {data_dir / 'fleetca.toml'}")
+    console.print(f"start the server with  fleetca serve --data-dir {data_dir}")
+
+
+@app.command()
+def serve(
+    data_dir: Path = DataDirOption,
+    listen: Optional[str] = typer.Option(None, "--listen", help="HOST:PORT to serve ACME over HTTPS on "
+                                         "(default 127.0.0.1:8443)."),
+    public_url: Optional[str] = typer.Option(None, "--public-url", help="Base URL clients use, when it differs "
+                                             "from https://LISTEN (behind a load balancer)."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy database URL."),
+    http01_port: Optional[int] = typer.Option(None, "--http01-port", help="Port http-01 validation connects to "
+                                              "(default 80)."),
+    tlsalpn01_port: Optional[int] = typer.Option(None, "--tlsalpn01-port", help="Port tls-alpn-01 validation "
+                                                 "connects to (default 443)."),
+    dns_resolver: Optional[str] = typer.Option(None, "--dns-resolver", help="HOST:PORT of the DNS resolver used "
+                                               "for validation (default: the system's resolvers)."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve ACME over HTTPS. An empty data directory gets a demo CA for devices.example.test first."""
+    import uvicorn
+
+    from fleetca.acme.app import build_context, create_app
+    from fleetca.logs import configure_logging
+    from fleetca.signing.authority import issue_server_tls_certificate, server_certificate_covers
+
+    configure_logging(log_level)
+    if not existing_state(data_dir):
+        console.print(f"{data_dir} is empty: creating a demo issuing CA for {DEMO_DNS_SUFFIX}")
+        try:
+            initialize(data_dir, "default", NameConstraints.build([DEMO_DNS_SUFFIX]), SystemClock().now(),
+                       database_url=database_url)
+        except (InitError, KeyFileError) as exc:
+            _fail(str(exc))
+    server: dict[str, str] = {"log_level": log_level}
+    if listen:
+        server["listen"] = listen
+    if public_url:
+        server["public_url"] = public_url
+    validation: dict[str, object] = {}
+    for key, value in (("http01_port", http01_port), ("tlsalpn01_port", tlsalpn01_port),
+                       ("dns_resolver", dns_resolver)):
+        if value is not None:
+            validation[key] = value
+    try:
+        settings = load_settings(data_dir, server=server, validation=validation or None, database_url=database_url)
+        host, port = parse_host_port(settings.server.listen)
+        now = SystemClock().now()
+        if not server_certificate_covers(settings.tls_certificate_path, host, now):
+            settings.tls_certificate_path.parent.mkdir(exist_ok=True)
+            issue_server_tls_certificate(host, settings.root_certificate_path, settings.root_key_path,
+                                         settings.tls_certificate_path, settings.tls_key_path, now)
+        ctx = build_context(settings)
+    except (ValueError, KeyFileError) as exc:
+        _fail(str(exc))
+        return
+    if not ctx.cas:
+        _fail(f"no active issuing CA in {data_dir}; create one with `fleetca ca create`")
+    uvicorn.run(create_app(ctx), host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
+                ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
+                log_level=log_level, timeout_graceful_shutdown=5)
+
+
+@ca_app.command("list")
+def ca_list(data_dir: Path = DataDirOption) -> None:
+    """List the issuing CAs with their status and constraints."""
+    from rich.table import Table
+
+    from fleetca.storage.database import Database
+
+    settings = load_settings(data_dir)
+    database = Database(settings.resolved_database_url())
+    with database.transaction() as repo:
+        rows = repo.list_issuing_cas()
+    table = Table("name", "status", "permitted DNS", "permitted IP", "directory")
+    for row in rows:
+        constraints = row["config"]["constraints"]
+        table.add_row(row["name"], row["status"], ", ".join(constraints["permitted_dns"]),
+                      ", ".join(constraints["permitted_ips"]) or "-",
+                      f"{settings.server.base_url()}/acme/{row['name']}/directory")
+    Console().print(table)
+
+
+@ca_app.command("show")
+def ca_show(name: str, data_dir: Path = DataDirOption) -> None:
+    """Print an issuing CA's certificate (PEM) and settings."""
+    import json
+
+    from fleetca.storage.database import Database
+
+    settings = load_settings(data_dir)
+    database = Database(settings.resolved_database_url())
+    with database.transaction() as repo:
+        row = repo.get_issuing_ca(name)
+    if row is None:
+        _fail(f"no issuing CA named {name!r}; see `fleetca ca list`")
+        return
+    print(json.dumps({"name": row["name"], "status": row["status"], "config": row["config"]}, indent=2))
+    print(row["certificate_pem"] or row["csr_pem"], end="")

@@ -1,0 +1,153 @@
+"""Creation of the private root CA, issuing CAs and the ACME server's TLS certificate."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fleetca.ca.constraints import NameConstraints
+from fleetca.signing.keys import generate_ec_key, read_private_key, write_private_key
+
+ROOT_LIFETIME = timedelta(days=3650)
+ISSUING_CA_LIFETIME = timedelta(days=1825)
+SERVER_TLS_LIFETIME = timedelta(days=90)
+BACKDATE = timedelta(minutes=5)
+
+
+def _name(common_name: str, organization: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def _key_ids(builder: x509.CertificateBuilder, subject_key, issuer_cert: x509.Certificate | None,
+             issuer_key) -> x509.CertificateBuilder:
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
+    if issuer_cert is not None:
+        ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    else:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key)
+    return builder.add_extension(aki, critical=False)
+
+
+@dataclass
+class CreatedCa:
+    certificate: x509.Certificate
+    key_path: Path
+
+
+def create_root(key_path: Path, organization: str, now: datetime) -> CreatedCa:
+    """Create a self-signed ECDSA P-384 root and write its key to ``key_path``."""
+    key = generate_ec_key(ec.SECP384R1())
+    name = _name(f"{organization} fleetca Root CA", organization)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE).not_valid_after(now + ROOT_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    cert = builder.sign(key, hashes.SHA384())
+    write_private_key(key_path, key)
+    return CreatedCa(cert, key_path)
+
+
+def create_issuing_ca(key_path: Path, name: str, organization: str, constraints: NameConstraints,
+                      root_cert_path: Path, root_key_path: Path, now: datetime) -> CreatedCa:
+    """Create an ECDSA P-256 issuing CA signed by the root, limited by ``constraints``."""
+    root_cert = x509.load_pem_x509_certificate(root_cert_path.read_bytes())
+    root_key = read_private_key(root_key_path)
+    key = generate_ec_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"{organization} fleetca Issuing CA {name}", organization))
+        .issuer_name(root_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + ISSUING_CA_LIFETIME, root_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                       critical=False)
+        .add_extension(constraints.extension(), critical=True)
+    )
+    builder = _key_ids(builder, key.public_key(), root_cert, root_key.public_key())
+    cert = builder.sign(root_key, hashes.SHA384())
+    write_private_key(key_path, key)
+    return CreatedCa(cert, key_path)
+
+
+def issue_server_tls_certificate(host: str, root_cert_path: Path, root_key_path: Path,
+                                 cert_path: Path, key_path: Path, now: datetime) -> None:
+    """Issue the ACME server's own TLS certificate for ``host`` directly from the root.
+
+    The issuing CAs cannot issue it because their name constraints cover only
+    device names, while the server is reached at an operator's host name.
+    """
+    root_cert = x509.load_pem_x509_certificate(root_cert_path.read_bytes())
+    root_key = read_private_key(root_key_path)
+    key = generate_ec_key(ec.SECP256R1())
+    try:
+        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        san = x509.DNSName(host.lower())
+    names = [san]
+    if host in ("127.0.0.1", "::1", "localhost"):
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                 x509.IPAddress(ipaddress.ip_address("::1"))]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(host, "fleetca ACME server"))
+        .issuer_name(root_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE).not_valid_after(now + SERVER_TLS_LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+    )
+    builder = _key_ids(builder, key.public_key(), root_cert, root_key.public_key())
+    cert = builder.sign(root_key, hashes.SHA384())
+    key_path.unlink(missing_ok=True)
+    # The TLS key is written unencrypted because uvicorn loads it without a passphrase.
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
+                          + root_cert.public_bytes(serialization.Encoding.PEM))
+
+
+def server_certificate_covers(cert_path: Path, host: str, now: datetime) -> bool:
+    """True when the stored TLS certificate names ``host`` and is valid for a week more."""
+    if not cert_path.exists():
+        return False
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    if cert.not_valid_after_utc < now + timedelta(days=7):
+        return False
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    try:
+        return ipaddress.ip_address(host) in san.get_values_for_type(x509.IPAddress)
+    except ValueError:
+        return host.lower() in san.get_values_for_type(x509.DNSName)

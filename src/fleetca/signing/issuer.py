@@ -1,0 +1,108 @@
+"""The leaf certificate signer: the only code that uses an issuing CA's private key.
+
+It re-checks the name constraints itself before signing, so a bug in the ACME
+layer cannot produce a certificate the issuing CA is not allowed to issue.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fleetca.ca.constraints import NameConstraints
+from fleetca.ca.profiles import CertificateProfile
+from fleetca.domain import Identifier
+from fleetca.signing.keys import read_private_key
+
+EKU_OIDS = {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
+MAX_COMMON_NAME_LENGTH = 64
+
+
+class SigningRefused(Exception):
+    """The signer refused to sign; the message says which check failed."""
+
+
+@dataclass(frozen=True)
+class LeafRequest:
+    """What the ACME layer asks the signer to certify."""
+
+    public_key: CertificatePublicKeyTypes
+    identifiers: tuple[Identifier, ...]
+    not_before: datetime
+    not_after: datetime
+    profile: CertificateProfile
+
+
+class IssuingCaSigner:
+    """Signs leaf certificates with one issuing CA's key."""
+
+    def __init__(self, name: str, certificate: x509.Certificate, key_path: Path,
+                 constraints: NameConstraints) -> None:
+        self.name = name
+        self.certificate = certificate
+        self.constraints = constraints
+        self._key = read_private_key(key_path)
+        ski = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        self._aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        self._hash = hashes.SHA256() if isinstance(self._key, ec.EllipticCurvePrivateKey) and \
+            self._key.curve.key_size <= 256 else hashes.SHA384()
+
+    def sign_leaf(self, request: LeafRequest) -> x509.Certificate:
+        """Check ``request`` against the CA's constraints and validity, then sign it."""
+        if not request.identifiers:
+            raise SigningRefused("no identifiers to certify")
+        outside = [i.value for i in request.identifiers if not self.constraints.permits(i)]
+        if outside:
+            raise SigningRefused(f"identifiers outside the constraints of CA {self.name}: {', '.join(outside)}")
+        if request.not_after <= request.not_before:
+            raise SigningRefused("notAfter must be later than notBefore")
+        if request.not_after > self.certificate.not_valid_after_utc:
+            raise SigningRefused("the certificate would outlive its issuing CA")
+        if request.not_after - request.not_before > request.profile.lifetime + timedelta(minutes=1):
+            raise SigningRefused(f"validity is longer than profile {request.profile.name} allows")
+
+        san: list[x509.GeneralName] = []
+        for ident in request.identifiers:
+            if ident.type == "dns":
+                san.append(x509.DNSName(ident.value))
+            else:
+                san.append(x509.IPAddress(ipaddress.ip_address(ident.value)))
+
+        # RFC 5280 §4.2.1.6: with an empty subject the SAN extension must be critical.
+        dns_names = [i.value for i in request.identifiers if i.type == "dns"]
+        common_name = dns_names[0] if request.profile.common_name_from_first_name and dns_names else None
+        if common_name is not None and len(common_name) > MAX_COMMON_NAME_LENGTH:
+            common_name = None
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else [])
+
+        key_encipherment = isinstance(request.public_key, rsa.RSAPublicKey)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.certificate.subject)
+            .public_key(request.public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(request.not_before)
+            .not_valid_after(request.not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                         key_encipherment=key_encipherment, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([EKU_OIDS[e] for e in request.profile.eku]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(san), critical=common_name is None)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(request.public_key), critical=False)
+            .add_extension(self._aki, critical=False)
+        )
+        return builder.sign(self._key, self._hash)
+
+    def chain_pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,153 @@
+"""Database schema. Alembic migrations under ``migrations/`` create and change it.
+
+Timestamps are timezone-aware UTC. JSON columns hold wire-shaped values that are
+never queried by content (contacts, errors, constraint lists).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+issuing_cas = Table(
+    "issuing_cas",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # active, pending (external CSR not imported), disabled
+    Column("certificate_pem", Text, nullable=True),
+    Column("chain_pem", Text, nullable=False, default=""),
+    Column("csr_pem", Text, nullable=True),
+    Column("key_ref", String(255), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("ca_name", String(64), ForeignKey("issuing_cas.name"), nullable=False),
+    Column("key_thumbprint", String(64), nullable=False),
+    Column("jwk", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("contact", JSON, nullable=False),
+    Column("terms_agreed", Boolean, nullable=False, default=False),
+    Column("eab_key_id", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("ca_name", "key_thumbprint", name="uq_accounts_ca_key"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+    Column("identifiers", JSON, nullable=False),
+    Column("not_before", DateTime(timezone=True), nullable=True),
+    Column("not_after", DateTime(timezone=True), nullable=True),
+    Column("profile", String(64), nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("certificate_id", String(32), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+authorizations = Table(
+    "authorizations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False),
+    Column("identifier_type", String(8), nullable=False),
+    Column("identifier_value", String(255), nullable=False),
+    Column("wildcard", Boolean, nullable=False, default=False),
+    Column("status", String(16), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_authorizations_account_identifier", "account_id", "identifier_type", "identifier_value"),
+)
+
+order_authorizations = Table(
+    "order_authorizations",
+    metadata,
+    Column("order_id", String(32), ForeignKey("orders.id"), primary_key=True),
+    Column("authorization_id", String(32), ForeignKey("authorizations.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
+)
+
+challenges = Table(
+    "challenges",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("authorization_id", String(32), ForeignKey("authorizations.id"), nullable=False, index=True),
+    Column("type", String(16), nullable=False),
+    Column("token", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("validated", DateTime(timezone=True), nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("serial", String(64), nullable=False, unique=True),
+    Column("ca_name", String(64), ForeignKey("issuing_cas.name"), nullable=False),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("order_id", String(32), nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("not_before", DateTime(timezone=True), nullable=False),
+    Column("not_after", DateTime(timezone=True), nullable=False),
+    Column("profile", String(64), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revocation_reason", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+used_nonces = Table(
+    "used_nonces",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("expires", DateTime(timezone=True), nullable=False, index=True),
+)
+
+service_secrets = Table(
+    "service_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("ca_name", String(64), nullable=True),
+    Column("details", JSON, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Interop harness: real ACME clients run against an ACME server on loopback."""
