@@ -1,0 +1,119 @@
+"""A fleetca server run as a real subprocess, the way an operator runs it.
+
+Each instance has its own data directory and loopback port; challenge
+validation resolves names through the test's pebble-challtestsrv.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.interop.challtestsrv import (
+    ChallengePorts,
+    free_port,
+    start_server_process,
+    stop_server_process,
+    wait_for_tcp_port,
+)
+
+START_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+DEVICE_SUFFIX = "devices.example.test"
+
+
+class FleetcaError(RuntimeError):
+    """fleetca failed to initialise or start; the message carries its output."""
+
+
+def run_fleetca(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the fleetca CLI in a subprocess and return its completed process."""
+    result = subprocess.run([sys.executable, "-m", "fleetca", *args], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise FleetcaError(f"fleetca {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+class FleetcaServer:
+    """One fleetca data directory and, while started, its serving process."""
+
+    def __init__(self, data_dir: Path, dns_address: str, ports: ChallengePorts, *,
+                 permit_dns: tuple[str, ...] = (DEVICE_SUFFIX,), permit_ip: tuple[str, ...] = (),
+                 database_url: str | None = None, ca_name: str = "default") -> None:
+        self.data_dir = data_dir
+        self.dns_address = dns_address
+        self.ports = ports
+        self.permit_dns = permit_dns
+        self.permit_ip = permit_ip
+        self.database_url = database_url
+        self.ca_name = ca_name
+        self.port = 0
+        self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def root_pem(self) -> Path:
+        return self.data_dir / "root.pem"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def directory_url(self, ca_name: str | None = None) -> str:
+        return f"{self.base_url}/acme/{ca_name or self.ca_name}/directory"
+
+    def init(self) -> None:
+        args = ["init", "--data-dir", str(self.data_dir), "--ca", self.ca_name]
+        for suffix in self.permit_dns:
+            args += ["--permit-dns", suffix]
+        for network in self.permit_ip:
+            args += ["--permit-ip", network]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        run_fleetca(*args)
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise FleetcaError("fleetca is already running")
+        self.port = self.port or free_port()
+        command = [sys.executable, "-m", "fleetca", "serve", "--data-dir", str(self.data_dir),
+                   "--listen", f"127.0.0.1:{self.port}",
+                   "--http01-port", str(self.ports.http01), "--tlsalpn01-port", str(self.ports.tlsalpn01),
+                   "--dns-resolver", self.dns_address]
+        if self.database_url:
+            command += ["--database-url", self.database_url]
+        with self.log_path.open("ab") as log:
+            log.write(b"--- start ---\n")
+        self._process = start_server_process(command, self.log_path.with_suffix(".current.log"))
+        if not wait_for_tcp_port(self.port, self._process, START_TIMEOUT_SECONDS):
+            output = self.read_log()
+            self.stop()
+            raise FleetcaError(f"fleetca did not listen on 127.0.0.1:{self.port}:\n{output}")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            stop_server_process(process, STOP_TIMEOUT_SECONDS)
+            current = self.log_path.with_suffix(".current.log")
+            if current.exists():
+                with self.log_path.open("ab") as log:
+                    log.write(current.read_bytes())
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def read_log(self) -> str:
+        current = self.log_path.with_suffix(".current.log")
+        return current.read_text(errors="replace") if current.exists() else ""
+
+    def __enter__(self) -> "FleetcaServer":
+        self.init()
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
