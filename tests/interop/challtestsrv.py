@@ -1,8 +1,8 @@
 """A pebble-challtestsrv process used as the loopback DNS server of an interop run.
 
 The ACME server under test and the clients' own DNS checks both resolve through it,
-so no challenge lookup leaves the machine. Every A query is answered with 127.0.0.1,
-where the clients' challenge responders listen. Its own http-01, https-01 and
+so no challenge lookup leaves the machine. It returns 127.0.0.1 for every A query,
+because the clients' challenge responders listen there. Its own http-01, https-01 and
 tls-alpn-01 responders are disabled, because the real clients serve those challenges.
 """
 
@@ -67,7 +67,7 @@ def free_port(*, udp: bool = False) -> int:
 
 @dataclass(frozen=True)
 class ChallengePorts:
-    """Loopback ports where clients answer challenges and the ACME server validates them."""
+    """Loopback ports where clients serve challenge responses and the ACME server validates them."""
 
     http01: int
     tlsalpn01: int
@@ -173,14 +173,14 @@ class ChallTestSrv:
             "-https01", "",
             "-tlsalpn01", "",
             "-defaultIPv4", self.default_ipv4,
-            # An empty default leaves AAAA queries without an answer, so a validator
+            # An empty default makes AAAA queries return no records, so a validator
             # never tries ::1, where no client responder listens.
             "-defaultIPv6", "",
         ]
         self._process = start_server_process(command, self.log_path)
 
-        # challtestsrv opens the DNS listeners before the management API, so the
-        # management port answering means both are up.
+        # challtestsrv opens the DNS listeners before the management API, so a
+        # management port that accepts connections means both are up.
         for port in (self.dns_port, self.management_port):
             if not wait_for_tcp_port(port, self._process, START_TIMEOUT_SECONDS):
                 self.stop()
@@ -203,7 +203,7 @@ class ChallTestSrv:
             return ""
 
     def set_txt(self, host: str, value: str) -> None:
-        """Add a TXT record ``value`` for ``host``; earlier values for the host stay."""
+        """Add a TXT record ``value`` for ``host``. Earlier values for the host are kept."""
         self._post("/set-txt", {"host": _fqdn(host), "value": value})
 
     def clear_txt(self, host: str) -> None:

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
-# lego 4.9 refuses to run without an e-mail address.
+# lego 4.9 exits with an error when no e-mail address is given.
 DEFAULT_EMAIL = "interop@example.test"
 LEGO_CHALLENGES = ("http-01", "dns-01", "tls-alpn-01")
 
@@ -143,8 +143,8 @@ def run_certbot(
     """Obtain a certificate with certbot's standalone http-01 server and return fullchain.pem.
 
     certbot serves http-01 itself on 127.0.0.1:``http01_port``. Without ``email``
-    the account has no contact. ``key_type`` is "ecdsa" or "rsa"; certbot's own
-    default applies when it is None.
+    the account has no contact. ``key_type`` is "ecdsa" or "rsa", and None keeps
+    certbot's default.
     """
     client_dir = _client_directory(workdir, "certbot")
     config_dir = client_dir / "config"
@@ -201,7 +201,7 @@ def run_lego(
     ``http01_port`` or ``tlsalpn01_port``. For "dns-01" lego publishes the TXT
     record into ``dns`` through the exec provider and checks it there. ``key_type``
     (for example "ec256" or "rsa2048") sets both the account and the certificate
-    key; lego's own default applies when it is None.
+    key, and None keeps lego's default.
     """
     if challenge not in LEGO_CHALLENGES:
         raise ValueError(f"challenge must be one of {LEGO_CHALLENGES}, got {challenge!r}")
@@ -236,7 +236,7 @@ def run_lego(
         if dns is None:
             raise ValueError("lego with dns-01 needs dns, the challtestsrv that serves the TXT record")
         # lego's full propagation check looks up the zone's SOA and name servers,
-        # which challtestsrv answers with NOTIMP. With the check disabled lego still
+        # and challtestsrv returns NOTIMP for those queries. With the check disabled lego still
         # waits until the resolver above returns the TXT record.
         command += ["--dns", "exec", "--dns.disable-cp"]
         environment.update(
@@ -270,7 +270,7 @@ def run_uacme(
     The account is created with ``uacme new`` only when the confdir has no account
     key yet. The hook writes into a webroot that a responder serves on
     127.0.0.1:``http01_port``. ``key_type`` is "RSA" or "EC" and applies to new
-    keys only; uacme's own default applies when it is None.
+    keys only. None keeps uacme's default.
 
     uacme has no option or variable for a CA file. It trusts what libcurl finds in
     /etc/ssl/certs, so it runs in a private mount namespace where that directory
@@ -282,8 +282,8 @@ def run_uacme(
     conf_dir = client_dir / "conf"
     trust_dir = client_dir / "trust"
     trust_dir.mkdir(exist_ok=True)
-    # libcurl on Debian reads /etc/ssl/certs as a CA path, and other builds read
-    # ca-certificates.crt inside it as the CA file, so one file serves both.
+    # Debian 12's libcurl3-gnutls reads /etc/ssl/certs as its CA path. The file
+    # name also matches the CA file that other libcurl builds read from there.
     shutil.copyfile(ca_bundle, trust_dir / "ca-certificates.crt")
 
     base_command = [
@@ -333,7 +333,7 @@ def run_dehydrated(
     directory) that a responder serves on 127.0.0.1:``http01_port``. It registers
     with ``--register --accept-terms`` and then runs ``--cron --force`` for
     ``name``. ``key_algo`` is "rsa", "prime256v1" or "secp384r1" for the
-    certificate key; dehydrated's own default applies when it is None.
+    certificate key, and None keeps dehydrated's default.
     """
     client_dir = _client_directory(workdir, "dehydrated")
     base_dir = client_dir / "base"

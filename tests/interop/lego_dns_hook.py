@@ -1,7 +1,7 @@
 """Hook program for lego's ``exec`` DNS provider that edits pebble-challtestsrv's TXT records.
 
 lego (checked with 4.9) runs the program named by EXEC_PATH as
-``PROGRAM present FQDN VALUE`` before it asks for validation and as
+``PROGRAM present FQDN VALUE`` before it requests validation and as
 ``PROGRAM cleanup FQDN VALUE`` afterwards. FQDN is ``_acme-challenge.<name>.`` and
 VALUE is the dns-01 digest. The management API base URL comes from the
 CHALLTESTSRV_MANAGEMENT_URL environment variable.

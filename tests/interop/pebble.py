@@ -1,7 +1,7 @@
 """A Pebble process, the reference ACME server that the interop harness is proven on.
 
-Pebble (the Let's Encrypt test CA) stands in for fleetca until fleetca can serve a
-directory. It listens on loopback only, resolves names through a given DNS server,
+Pebble (the Let's Encrypt test CA) is used in place of fleetca until fleetca can
+serve a directory. It listens on loopback only, resolves names through a given DNS server,
 and validates http-01 and tls-alpn-01 on the ports given here, where the clients
 listen.
 """
@@ -43,7 +43,7 @@ PEBBLE_TEST_ENVIRONMENT = {
 
 
 class PebbleError(RuntimeError):
-    """Pebble failed to start or to answer."""
+    """Pebble failed to start, or a request to it failed."""
 
 
 class Pebble:
@@ -88,7 +88,7 @@ class Pebble:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        """Write the config, start Pebble and wait until its directory answers."""
+        """Write the config, start Pebble and wait until it serves the directory."""
         if self._process is not None:
             raise PebbleError("Pebble is already running")
         executable = shutil.which("pebble")

@@ -204,7 +204,7 @@ def test_eab_account_issues_certificate(
     assert_chain_for_name(chain, name, pebble_with_eab)
 
 
-def test_account_without_eab_raises_with_server_problem(
+def test_missing_eab_reports_server_problem(
     pebble_with_eab: Pebble, challenge_ports: ChallengePorts, tmp_path: Path
 ) -> None:
     # acme-tiny has no EAB support, so it sends newAccount without a binding. The

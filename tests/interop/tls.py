@@ -1,8 +1,9 @@
 """Throwaway TLS certificates for the HTTPS listener of an ACME server under test.
 
-The ACME clients refuse plain HTTP and verify the server's certificate, so every run
-gets a fresh test CA whose certificate is the ``ca_bundle`` handed to the clients.
-Nothing here touches the certificates the ACME server issues.
+ACME runs over HTTPS (RFC 8555, section 6.1) and the clients verify the server's
+certificate, so every run gets a fresh test CA. Its certificate is the
+``ca_bundle`` handed to the clients. Nothing here touches the certificates that
+the ACME server issues.
 """
 
 from __future__ import annotations
