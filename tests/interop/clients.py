@@ -272,7 +272,7 @@ def run_uacme(
     127.0.0.1:``http01_port``. ``key_type`` is "RSA" or "EC" and applies to new
     keys only. None keeps uacme's default.
 
-    uacme has no option or variable for a CA file. It trusts what libcurl finds in
+    uacme 1.7.4 has no option or variable for a CA file. It trusts what libcurl finds in
     /etc/ssl/certs, so it runs in a private mount namespace where that directory
     contains only ``ca_bundle``. That needs root or unprivileged user namespaces.
     """
@@ -302,15 +302,15 @@ def run_uacme(
         if eab:
             new_command += ["--eab", f"{eab.key_id}:{eab.hmac_key}"]
         new_command += ["new"] + ([email] if email else [])
-        _run("uacme", _with_private_trust_store(trust_dir, new_command), client_dir, environment, "new", timeout)
+        new_command = _with_private_trust_store(trust_dir, new_command)
+        _run("uacme", new_command, client_dir, environment, "new", timeout)
 
     webroot = client_dir / "webroot"
     with Http01Responder(webroot, http01_port) as responder:
         environment["UACME_CHALLENGE_PATH"] = str(responder.challenge_directory)
         issue_command = base_command + ["--force", "--hook", str(UACME_HOOK), "issue", name]
-        run = _run(
-            "uacme", _with_private_trust_store(trust_dir, issue_command), client_dir, environment, "issue", timeout
-        )
+        issue_command = _with_private_trust_store(trust_dir, issue_command)
+        run = _run("uacme", issue_command, client_dir, environment, "issue", timeout)
     # uacme strips a leading "*." from the directory name.
     return _expect_chain(run, conf_dir / name.removeprefix("*.") / "cert.pem")
 
@@ -400,12 +400,15 @@ def run_acme_tiny(
 
     account_key = client_dir / "account.key"
     if not account_key.exists():
-        _run("openssl", [openssl, "genrsa", "-out", str(account_key), "4096"], client_dir, environment, "genrsa-account", timeout)
+        genrsa_command = [openssl, "genrsa", "-out", str(account_key), "4096"]
+        _run("openssl", genrsa_command, client_dir, environment, "genrsa-account", timeout)
     domain_key = client_dir / "domain.key"
     if not domain_key.exists():
-        _run("openssl", [openssl, "genrsa", "-out", str(domain_key), "2048"], client_dir, environment, "genrsa-domain", timeout)
+        genrsa_command = [openssl, "genrsa", "-out", str(domain_key), "2048"]
+        _run("openssl", genrsa_command, client_dir, environment, "genrsa-domain", timeout)
     csr = client_dir / "domain.csr"
-    csr_command = [openssl, "req", "-new", "-sha256", "-key", str(domain_key), "-subj", f"/CN={name}", "-out", str(csr)]
+    csr_command = [openssl, "req", "-new", "-sha256", "-key", str(domain_key)]
+    csr_command += ["-subj", f"/CN={name}", "-out", str(csr)]
     if csr_with_san:
         csr_command += ["-addext", f"subjectAltName=DNS:{name}"]
     _run("openssl", csr_command, client_dir, environment, "req", timeout)

@@ -13,6 +13,7 @@ from fleetca.ca.constraints import NameConstraints
 from fleetca.ca.registry import ca_config
 from fleetca.settings import SETTINGS_FILE, Settings, load_settings, write_settings_file
 from fleetca.signing.authority import create_issuing_ca, create_root
+from fleetca.signing.keys import passphrase
 from fleetca.storage.database import Database, migrate
 
 DEFAULT_ORGANIZATION = "fleetca"
@@ -45,6 +46,7 @@ def initialize(data_dir: Path, ca_name: str, constraints: NameConstraints, now: 
                organization: str = DEFAULT_ORGANIZATION, database_url: str | None = None) -> InitResult:
     """Create a new data directory with a private root and one constrained issuing CA."""
     check_ca_name(ca_name)
+    passphrase()  # a placeholder passphrase fails here, before anything is written
     found = existing_state(data_dir)
     if found:
         raise InitError(f"{data_dir} is already initialised (found {', '.join(found)}); "

@@ -1,0 +1,70 @@
+"""Nonces: single use across service instances sharing a database, expiry, forgery."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from fleetca.acme.nonces import NonceService
+from fleetca.acme.problems import AcmeProblem
+from fleetca.clock import ManualClock
+from fleetca.storage.database import Database, migrate, sqlite_url
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Database:
+    url = sqlite_url(tmp_path / "nonces.db")
+    migrate(url)
+    return Database(url)
+
+
+def test_nonce_accepted_once(database: Database) -> None:
+    clock = ManualClock()
+    nonces = NonceService(database)
+    nonce = nonces.issue(clock.now())
+    nonces.consume(nonce, clock.now())
+    with pytest.raises(AcmeProblem) as caught:
+        nonces.consume(nonce, clock.now())
+    assert caught.value.type == "badNonce"
+
+
+def test_nonce_from_other_instance_accepted_once(database: Database) -> None:
+    clock = ManualClock()
+    first, second = NonceService(database), NonceService(Database(database.url))
+    nonce = first.issue(clock.now())
+    second.consume(nonce, clock.now())
+    with pytest.raises(AcmeProblem):
+        first.consume(nonce, clock.now())
+
+
+def test_expired_nonce_rejected(database: Database) -> None:
+    clock = ManualClock()
+    nonces = NonceService(database, lifetime=timedelta(minutes=10))
+    nonce = nonces.issue(clock.now())
+    clock.advance(timedelta(minutes=11))
+    with pytest.raises(AcmeProblem, match="expired"):
+        nonces.consume(nonce, clock.now())
+
+
+@pytest.mark.parametrize("nonce", ["", "abc", "AAAAAGsTH1Djhx-KH4BSUvPEo758wETqFQ8j1itoR_I", "!!!!"],
+                         ids=["empty", "short", "foreign-mac", "not-base64url"])
+def test_forged_nonce_rejected(database: Database, nonce: str) -> None:
+    with pytest.raises(AcmeProblem) as caught:
+        NonceService(database).consume(nonce, ManualClock().now())
+    assert caught.value.type == "badNonce"
+
+
+def test_prune_removes_only_expired(database: Database) -> None:
+    clock = ManualClock()
+    nonces = NonceService(database, lifetime=timedelta(minutes=10))
+    old = nonces.issue(clock.now())
+    nonces.consume(old, clock.now())
+    clock.advance(timedelta(minutes=5))
+    recent = nonces.issue(clock.now())
+    nonces.consume(recent, clock.now())
+    clock.advance(timedelta(minutes=6))
+    assert nonces.prune(clock.now()) == 1
+    with pytest.raises(AcmeProblem, match="already been used"):
+        nonces.consume(recent, clock.now())
