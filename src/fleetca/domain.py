@@ -73,6 +73,7 @@ class Order:
     error: dict[str, Any] | None
     certificate_id: str | None
     created_at: datetime
+    replaces: str | None = None  # ARI certID of the certificate this order replaces
 
 
 @dataclass
@@ -88,3 +89,7 @@ class IssuedCertificate:
     profile: str | None
     revoked_at: datetime | None
     revocation_reason: int | None
+    eab_key_id: str | None = None
+    crl_shard: int = 0
+    replaced_by_order: str | None = None
+    renew_from: datetime | None = None

@@ -56,6 +56,8 @@ def _certificate(row: Any) -> IssuedCertificate:
         id=row.id, serial=row.serial, ca_name=row.ca_name, account_id=row.account_id,
         order_id=row.order_id, der=row.der, not_before=utc(row.not_before), not_after=utc(row.not_after),
         profile=row.profile, revoked_at=utc(row.revoked_at), revocation_reason=row.revocation_reason,
+        eab_key_id=row.eab_key_id, crl_shard=row.crl_shard, replaced_by_order=row.replaced_by_order,
+        renew_from=utc(row.renew_from),
     )
 
 
@@ -106,7 +108,7 @@ class Repository:
             id=order.id, account_id=order.account_id, status=order.status, expires=order.expires,
             identifiers=[i.to_json() for i in order.identifiers], not_before=order.not_before,
             not_after=order.not_after, profile=order.profile, error=order.error,
-            certificate_id=order.certificate_id, created_at=order.created_at,
+            certificate_id=order.certificate_id, created_at=order.created_at, replaces=order.replaces,
         ))
         self.conn.execute(insert(order_authorizations), [
             {"order_id": order.id, "authorization_id": authz_id, "position": n}
@@ -127,6 +129,7 @@ class Repository:
             identifiers=[Identifier(i["type"], i["value"]) for i in row.identifiers],
             authorization_ids=list(authz_ids), not_before=utc(row.not_before), not_after=utc(row.not_after),
             profile=row.profile, error=row.error, certificate_id=row.certificate_id, created_at=utc(row.created_at),
+            replaces=row.replaces,
         )
 
     def list_order_ids(self, account_id: str, *, after: str | None, limit: int) -> list[str]:
@@ -245,6 +248,7 @@ class Repository:
             id=cert.id, serial=cert.serial, ca_name=cert.ca_name, account_id=cert.account_id,
             order_id=cert.order_id, der=cert.der, not_before=cert.not_before, not_after=cert.not_after,
             profile=cert.profile, revoked_at=None, revocation_reason=None, created_at=created_at,
+            eab_key_id=cert.eab_key_id, crl_shard=cert.crl_shard,
         ))
 
     def get_certificate(self, cert_id: str) -> IssuedCertificate | None:

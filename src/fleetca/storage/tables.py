@@ -74,6 +74,8 @@ orders = Table(
     Column("error", JSON, nullable=True),
     Column("certificate_id", String(32), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # ARI certID (RFC 9773 §5) of the certificate this order replaces.
+    Column("replaces", String(255), nullable=True),
 )
 
 authorizations = Table(
@@ -126,6 +128,49 @@ certificates = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("revocation_reason", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("eab_key_id", String(64), nullable=True, index=True),
+    # CRL shard this certificate is listed in when revoked; fixed at issuance.
+    Column("crl_shard", Integer, nullable=False, server_default="0"),
+    # Id of the order that replaced this certificate through ARI "replaces".
+    Column("replaced_by_order", String(32), nullable=True),
+    # When set, the ARI suggested window starts at this time (renew-now).
+    Column("renew_from", DateTime(timezone=True), nullable=True),
+)
+
+eab_keys = Table(
+    "eab_keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("ca_name", String(64), ForeignKey("issuing_cas.name"), nullable=False),
+    # The HMAC key itself: verifying an EAB signature needs it, so it cannot be hashed.
+    Column("hmac_key", LargeBinary, nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("max_accounts", Integer, nullable=True),
+    Column("accounts_bound", Integer, nullable=False, default=0),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # Identifier patterns valid without a challenge for accounts bound to this key.
+    Column("preauthorized", JSON, nullable=False),
+)
+
+crl_shards = Table(
+    "crl_shards",
+    metadata,
+    Column("ca_name", String(64), ForeignKey("issuing_cas.name"), primary_key=True),
+    Column("shard", Integer, primary_key=True),
+    Column("number", BigInteger, nullable=False),
+    Column("this_update", DateTime(timezone=True), nullable=False),
+    Column("next_update", DateTime(timezone=True), nullable=False),
+    Column("der", LargeBinary, nullable=False),
+)
+
+job_leases = Table(
+    "job_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )
 
 used_nonces = Table(
