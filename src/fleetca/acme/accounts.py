@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from fleetca.acme import jws
 from fleetca.acme.context import AcmeContext, emit_audit
+from fleetca.acme.eab import EabKey, eab_key_from_row, verify_binding
 from fleetca.acme.http import authenticate, json_response
 from fleetca.acme.problems import AcmeProblem, malformed, not_found, unauthorized
 from fleetca.acme.urls import Urls
@@ -72,17 +73,34 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
         raise malformed("'termsOfServiceAgreed' must be a boolean")
 
     now = ctx.now()
+    binding = payload.get("externalAccountBinding")
+    eab_key_id = None
+    if binding is not None:
+        def lookup(key_id: str) -> EabKey | None:
+            with ctx.database.transaction() as repo:
+                return eab_key_from_row(repo.get_eab_key(key_id))
+
+        eab_key_id = verify_binding(binding, urls.new_account, auth.key, ca.name, lookup, now).key_id
+    elif ca.external_account_required:
+        raise AcmeProblem("externalAccountRequired",
+                          "this CA requires an externalAccountBinding with a key issued by the operator")
+
     account = Account(id=new_id(), ca_name=ca.name, key_thumbprint=thumbprint, jwk=auth.key.export_public(as_dict=True),
-                      status="valid", contact=contacts, terms_agreed=terms, eab_key_id=None, created_at=now)
+                      status="valid", contact=contacts, terms_agreed=terms, eab_key_id=eab_key_id, created_at=now)
     with ctx.database.transaction() as repo:
         # Two requests with the same new key race here; the unique key decides.
         if repo.find_account_by_key(ca.name, thumbprint) is not None:
             raise AcmeProblem("malformed", "an account for this key was created concurrently; retry", status=409)
+        if eab_key_id is not None and not repo.bind_eab_key(eab_key_id):
+            raise unauthorized(f"EAB key {eab_key_id} reached its account limit or was revoked")
         repo.add_account(account)
-        repo.audit(now, "account.created", ca.name, {"account": account.id, "key": thumbprint})
-    emit_audit("account.created", ca.name, {"account": account.id})
+        repo.audit(now, "account.created", ca.name, {"account": account.id, "key": thumbprint, "eab_key": eab_key_id})
+    emit_audit("account.created", ca.name, {"account": account.id, "eab_key": eab_key_id})
     request.state.account_id = account.id
-    return json_response(account_json(account, urls), 201, {"Location": urls.account(account.id)})
+    body = account_json(account, urls)
+    if binding is not None:
+        body["externalAccountBinding"] = binding
+    return json_response(body, 201, {"Location": urls.account(account.id)})
 
 
 async def account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:

@@ -13,7 +13,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fleetca.acme import accounts, authorizations, certificates, challenges, directory, finalize, orders, revocation
+from fleetca.acme import (
+    accounts,
+    authorizations,
+    certificates,
+    challenges,
+    directory,
+    finalize,
+    key_change,
+    orders,
+    revocation,
+)
 from fleetca.acme.context import AcmeContext
 from fleetca.acme.http import acme_endpoint, problem_response
 from fleetca.acme.nonces import NonceService
@@ -47,7 +57,9 @@ def _routes() -> list[Route]:
         ("/new-nonce", directory.new_nonce),
         ("/new-account", accounts.new_account),
         ("/new-order", orders.new_order),
+        ("/new-authz", orders.new_authz),
         ("/revoke-cert", revocation.revoke_cert),
+        ("/key-change", key_change.key_change),
         ("/account/{id}", accounts.account),
         ("/account/{id}/orders", accounts.account_orders),
         ("/order/{id}", orders.order),

@@ -17,7 +17,7 @@ async def directory(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         raise method_not_allowed("the directory is read with GET")
     meta = {
         "profiles": {name: profile.description for name, profile in ca.profiles.items()},
-        "externalAccountRequired": False,
+        "externalAccountRequired": ca.external_account_required,
     }
     return json_response({
         "newNonce": urls.new_nonce,
@@ -25,6 +25,7 @@ async def directory(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         "newOrder": urls.new_order,
         "revokeCert": urls.revoke_cert,
         "keyChange": urls.key_change,
+        "newAuthz": urls.new_authz,
         "meta": meta,
     })
 

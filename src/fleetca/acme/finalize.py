@@ -90,7 +90,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
         id=new_id(), serial=format(certificate.serial_number, "x"), ca_name=ca.name, account_id=auth.account.id,
         order_id=order_id, der=certificate.public_bytes(serialization.Encoding.DER),
         not_before=certificate.not_valid_before_utc, not_after=certificate.not_valid_after_utc,
-        profile=profile.name, revoked_at=None, revocation_reason=None)
+        profile=profile.name, revoked_at=None, revocation_reason=None, eab_key_id=auth.account.eab_key_id)
     audit_details = {"serial": issued.serial, "account": auth.account.id, "order": order_id,
                      "identifiers": [i.value for i in current.identifiers], "profile": profile.name,
                      "not_after": issued.not_after.isoformat()}

@@ -16,10 +16,13 @@ from fleetca.acme.identifiers import parse_identifiers
 from fleetca.acme.lifecycle import refresh_order
 from fleetca.acme.problems import AcmeProblem, malformed, not_found
 from fleetca.acme.urls import Urls
-from fleetca.acme.views import order_json
+from fleetca.acme.views import authorization_json, order_json
 from fleetca.ca.profiles import CertificateProfile
 from fleetca.ca.registry import IssuingCa
-from fleetca.domain import Authorization, Challenge, Identifier, Order
+from fleetca.acme.eab import EabKey, eab_key_from_row
+from fleetca.domain import Account, Authorization, Challenge, Identifier, Order
+from fleetca.settings import LifetimeSettings
+from fleetca.storage.repository import Repository
 
 MAX_IDENTIFIERS_PER_ORDER = 100
 # How far in the past a requested notBefore may lie; devices with a skewed clock ask for it.
@@ -45,6 +48,39 @@ def new_authorization(account_id: str, ident: Identifier, now: datetime, lifetim
                   for t in challenge_types_for(base, wildcard)]
     return Authorization(id=authz_id, account_id=account_id, identifier=base, wildcard=wildcard, status="pending",
                          expires=now + lifetime, created_at=now, challenges=challenges)
+
+
+def preauthorized_authorization(account_id: str, ident: Identifier, now: datetime,
+                                lifetime: timedelta) -> Authorization:
+    """A valid authorization without challenges, for an identifier the account's EAB key pre-authorizes."""
+    wildcard = ident.type == "dns" and ident.value.startswith("*.")
+    base = Identifier(ident.type, ident.value.removeprefix("*."))
+    return Authorization(id=new_id(), account_id=account_id, identifier=base, wildcard=wildcard, status="valid",
+                         expires=now + lifetime, created_at=now, challenges=[])
+
+
+def account_eab_key(repo: Repository, account: Account) -> EabKey | None:
+    if account.eab_key_id is None:
+        return None
+    return eab_key_from_row(repo.get_eab_key(account.eab_key_id))
+
+
+def authorization_for(repo: Repository, account: Account, ident: Identifier, eab_key: EabKey | None,
+                      now: datetime, lifetimes: LifetimeSettings, valid_until: datetime) -> str:
+    """Return the id of an authorization for ``ident``: reused, pre-authorized, or new and pending."""
+    wildcard = ident.type == "dns" and ident.value.startswith("*.")
+    base = Identifier(ident.type, ident.value.removeprefix("*."))
+    reused = repo.find_reusable_authorization(account.id, base, wildcard, valid_until)
+    if reused is not None:
+        return reused
+    if eab_key is not None and eab_key.preauthorizes(base, wildcard, now):
+        authz = preauthorized_authorization(account.id, ident, now, lifetimes.valid_authorization)
+        repo.audit(now, "authorization.preauthorized", account.ca_name,
+                   {"account": account.id, "identifier": ident.value, "eab_key": eab_key.key_id})
+    else:
+        authz = new_authorization(account.id, ident, now, lifetimes.pending_authorization)
+    repo.add_authorization(authz)
+    return authz.id
 
 
 def parse_timestamp(payload: dict[str, Any], field: str) -> datetime | None:
@@ -104,19 +140,11 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
 
     lifetimes = ctx.settings.lifetimes
     order_expires = now + lifetimes.order
-    authz_ids: list[str] = []
     with ctx.database.transaction() as repo:
         # A valid authorization of the same account that outlives the order is reused.
-        for ident in identifiers:
-            wildcard = ident.type == "dns" and ident.value.startswith("*.")
-            base = Identifier(ident.type, ident.value.removeprefix("*."))
-            reused = repo.find_reusable_authorization(auth.account.id, base, wildcard, order_expires)
-            if reused is not None:
-                authz_ids.append(reused)
-                continue
-            authz = new_authorization(auth.account.id, ident, now, lifetimes.pending_authorization)
-            repo.add_authorization(authz)
-            authz_ids.append(authz.id)
+        eab_key = account_eab_key(repo, auth.account)
+        authz_ids = [authorization_for(repo, auth.account, ident, eab_key, now, lifetimes, order_expires)
+                     for ident in identifiers]
         order = Order(id=new_id(), account_id=auth.account.id, status="pending", expires=order_expires,
                       identifiers=identifiers, authorization_ids=authz_ids, not_before=not_before,
                       not_after=not_after, profile=profile.name, error=None, certificate_id=None, created_at=now)
@@ -137,3 +165,23 @@ async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -
     if current.status == "processing":
         headers["Retry-After"] = str(PROCESSING_RETRY_AFTER_SECONDS)
     return json_response(order_json(current, urls), 200, headers)
+
+
+async def new_authz(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    """Pre-authorization (RFC 8555 §7.4.1): an authorization requested before any order."""
+    auth = await authenticate(request, ctx, ca, urls)
+    assert auth.account is not None
+    payload = auth.payload()
+    identifiers = parse_identifiers([payload.get("identifier")], max_count=1)
+    if identifiers[0].value.startswith("*."):
+        raise AcmeProblem("rejectedIdentifier", "newAuthz cannot pre-authorize a wildcard; order it instead",
+                          subproblems=[])
+    ca.policy.check_identifiers(ca.name, identifiers)
+    now = ctx.now()
+    lifetimes = ctx.settings.lifetimes
+    with ctx.database.transaction() as repo:
+        eab_key = account_eab_key(repo, auth.account)
+        authz_id = authorization_for(repo, auth.account, identifiers[0], eab_key, now, lifetimes, now)
+        authz = repo.get_authorization(authz_id)
+    assert authz is not None
+    return json_response(authorization_json(authz, urls), 201, {"Location": urls.authorization(authz_id)})

@@ -35,6 +35,10 @@ class Urls:
         return f"{self.root}/new-order"
 
     @property
+    def new_authz(self) -> str:
+        return f"{self.root}/new-authz"
+
+    @property
     def revoke_cert(self) -> str:
         return f"{self.root}/revoke-cert"
 

@@ -27,6 +27,7 @@ class IssuingCa:
     profiles: dict[str, CertificateProfile]
     default_profile: str
     signer: IssuingCaSigner
+    external_account_required: bool = False
 
     @property
     def constraints(self) -> NameConstraints:
@@ -42,6 +43,7 @@ def ca_config(constraints: NameConstraints, certificate_lifetime: timedelta) -> 
         "allow_ip_identifiers": True,
         "profiles": [profile.to_json()],
         "default_profile": DEFAULT_PROFILE_NAME,
+        "external_account_required": False,
     }
 
 
@@ -69,5 +71,6 @@ def load_issuing_cas(database: Database, data_dir: Path) -> dict[str, IssuingCa]
             profiles=profiles,
             default_profile=config.get("default_profile", DEFAULT_PROFILE_NAME),
             signer=IssuingCaSigner(row["name"], certificate, key_path, constraints),
+            external_account_required=bool(config.get("external_account_required", False)),
         )
     return cas

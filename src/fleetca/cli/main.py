@@ -10,14 +10,17 @@ from rich.console import Console
 
 from fleetca.ca.bootstrap import InitError, existing_state, initialize
 from fleetca.ca.constraints import NameConstraints
+from fleetca.cli.eab import eab_app
 from fleetca.clock import SystemClock
 from fleetca.settings import load_settings, parse_host_port
 from fleetca.signing.keys import KeyFileError
+from fleetca.storage.database import migrate
 
 app = typer.Typer(help="fleetca: an ACME CA for device fleets, issuing from technically constrained CAs.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 ca_app = typer.Typer(help="Manage issuing CAs.", no_args_is_help=True)
 app.add_typer(ca_app, name="ca")
+app.add_typer(eab_app, name="eab")
 
 console = Console(stderr=True)
 DEFAULT_DATA_DIR = Path("fleetca-data")
@@ -104,6 +107,8 @@ def serve(
             settings.tls_certificate_path.parent.mkdir(exist_ok=True)
             issue_server_tls_certificate(host, settings.root_certificate_path, settings.root_key_path,
                                          settings.tls_certificate_path, settings.tls_key_path, now)
+        # Serving a data directory created by an older fleetca brings its schema up to date first.
+        migrate(settings.resolved_database_url())
         ctx = build_context(settings)
     except (ValueError, KeyFileError) as exc:
         _fail(str(exc))
@@ -151,3 +156,42 @@ def ca_show(name: str, data_dir: Path = DataDirOption) -> None:
         return
     print(json.dumps({"name": row["name"], "status": row["status"], "config": row["config"]}, indent=2))
     print(row["certificate_pem"] or row["csr_pem"], end="")
+
+
+@ca_app.command("configure")
+def ca_configure(
+    name: str,
+    data_dir: Path = DataDirOption,
+    external_account_required: Optional[bool] = typer.Option(
+        None, "--external-account-required/--no-external-account-required",
+        help="Require an External Account Binding for new accounts."),
+) -> None:
+    """Change an issuing CA's settings; running servers pick them up when restarted."""
+    from fleetca.storage.database import Database
+
+    settings = load_settings(data_dir)
+    database = Database(settings.resolved_database_url())
+    now = SystemClock().now()
+    with database.transaction() as repo:
+        row = repo.get_issuing_ca(name)
+        if row is None:
+            _fail(f"no issuing CA named {name!r}; see `fleetca ca list`")
+            return
+        config = dict(row["config"])
+        changes = {}
+        if external_account_required is not None:
+            changes["external_account_required"] = external_account_required
+        config.update(changes)
+        repo.update_issuing_ca(name, config=config)
+        repo.audit(now, "ca.configured", name, {"changes": changes})
+    console.print(f"issuing CA {name}: {changes or 'no changes'}")
+
+
+@app.command("db-upgrade")
+def db_upgrade(data_dir: Path = DataDirOption,
+               database_url: Optional[str] = typer.Option(None, "--database-url", help="SQLAlchemy database URL.")
+               ) -> None:
+    """Bring the database schema up to date; run it once before starting several servers on one database."""
+    settings = load_settings(data_dir, database_url=database_url)
+    migrate(settings.resolved_database_url())
+    console.print("database schema is up to date")

@@ -21,6 +21,7 @@ from fleetca.storage.tables import (
     authorizations,
     certificates,
     challenges,
+    eab_keys,
     issuing_cas,
     order_authorizations,
     orders,
@@ -79,6 +80,9 @@ class Repository:
 
     def add_issuing_ca(self, **values: Any) -> None:
         self.conn.execute(insert(issuing_cas).values(**values))
+
+    def update_issuing_ca(self, name: str, **values: Any) -> None:
+        self.conn.execute(update(issuing_cas).where(issuing_cas.c.name == name).values(**values))
 
     # Accounts
 
@@ -268,6 +272,50 @@ class Repository:
 
     def count_certificates(self) -> int:
         return self.conn.execute(select(func.count()).select_from(certificates)).scalar_one()
+
+    # External account binding keys
+
+    def add_eab_key(self, **values: Any) -> None:
+        self.conn.execute(insert(eab_keys).values(**values))
+
+    def get_eab_key(self, key_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(select(eab_keys).where(eab_keys.c.key_id == key_id)).first()
+        return dict(row._mapping) if row else None
+
+    def list_eab_keys(self, ca_name: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(select(eab_keys).where(eab_keys.c.ca_name == ca_name)
+                                 .order_by(eab_keys.c.created_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def bind_eab_key(self, key_id: str) -> bool:
+        """Count one more account on the key; False when its account limit was reached meanwhile."""
+        result = self.conn.execute(
+            update(eab_keys).where(and_(
+                eab_keys.c.key_id == key_id,
+                eab_keys.c.revoked_at.is_(None),
+                (eab_keys.c.max_accounts.is_(None)) | (eab_keys.c.accounts_bound < eab_keys.c.max_accounts),
+            )).values(accounts_bound=eab_keys.c.accounts_bound + 1)
+        )
+        return result.rowcount == 1
+
+    def revoke_eab_key(self, key_id: str, at: datetime) -> bool:
+        result = self.conn.execute(update(eab_keys).where(and_(eab_keys.c.key_id == key_id,
+                                                               eab_keys.c.revoked_at.is_(None)))
+                                   .values(revoked_at=at))
+        return result.rowcount == 1
+
+    def account_ids_for_eab_key(self, key_id: str) -> list[str]:
+        return list(self.conn.execute(select(accounts.c.id).where(accounts.c.eab_key_id == key_id)).scalars())
+
+    def update_account_key(self, account_id: str, key_thumbprint: str, jwk: dict[str, Any]) -> bool:
+        """Replace the account's key; False when another account holds the new key."""
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(update(accounts).where(accounts.c.id == account_id)
+                                  .values(key_thumbprint=key_thumbprint, jwk=jwk))
+        except IntegrityError:
+            return False
+        return True
 
     # Nonces and service secrets
 
