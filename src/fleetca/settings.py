@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextvars
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 SETTINGS_FILE = "fleetca.toml"
@@ -43,12 +43,45 @@ class ServerSettings(BaseModel):
     public_url: str | None = Field(
         default=None, description="Base URL clients use, e.g. https://acme.vendor.example; defaults to https://LISTEN")
     log_level: str = "info"
+    http_listen: str | None = Field(
+        default="127.0.0.1:8080",
+        description="HOST:PORT of the plain-HTTP listener that serves CRLs and OCSP; None turns it off")
+    http_public_url: str | None = Field(
+        default=None,
+        description="Base URL that certificates name for CRLs and OCSP, e.g. http://pki.vendor.example; "
+                    "defaults to http://HTTP_LISTEN. Every process on one database must use the same value.")
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_host_port(value)
         return value
+
+    @field_validator("http_listen")
+    @classmethod
+    def _check_http_listen(cls, value: str | None) -> str | None:
+        if value:
+            parse_host_port(value)
+        return value or None
+
+    @field_validator("http_public_url")
+    @classmethod
+    def _check_http_public_url(cls, value: str | None) -> str | None:
+        # RFC 5280 §4.2.1.13 and the Baseline Requirements want CRLs and OCSP over
+        # plain HTTP, so that checking a certificate does not depend on TLS.
+        if value and not value.startswith("http://"):
+            raise ValueError(f"http_public_url must start with http://, not {value!r}")
+        return value.rstrip("/") if value else None
+
+    def http_base_url(self) -> str | None:
+        """Base URL for CRL and OCSP pointers, or None when there is no plain-HTTP listener."""
+        if self.http_public_url:
+            return self.http_public_url
+        if not self.http_listen:
+            return None
+        host, port = parse_host_port(self.http_listen)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
 
     def base_url(self) -> str:
         if self.public_url:
@@ -96,6 +129,59 @@ class LifetimeSettings(BaseModel):
         return timedelta(hours=self.certificate_hours)
 
 
+class CrlSettings(BaseModel):
+    """CRL sharding and publication."""
+
+    shards: int = Field(default=128, ge=1, le=4096,
+                        description="CRL shards per issuing CA for new certificates; existing ones keep theirs")
+    validity_hours: float = Field(default=96, ge=1, le=240,
+                                  description="nextUpdate minus thisUpdate; the Baseline Requirements allow 10 days")
+    regenerate_hours: float = Field(default=6, gt=0, le=24 * 7,
+                                    description="every shard is signed anew at least this often")
+    check_seconds: float = Field(default=30, ge=1, le=600,
+                                 description="how often each process looks for new revocations and due shards")
+
+    @model_validator(mode="after")
+    def _check_regenerate_before_expiry(self) -> "CrlSettings":
+        if self.regenerate_hours * 2 > self.validity_hours:
+            raise ValueError("crl.regenerate_hours must be at most half of crl.validity_hours, so that a "
+                             "failed run can be retried before relying parties see an expired CRL")
+        return self
+
+    @property
+    def validity(self) -> timedelta:
+        return timedelta(hours=self.validity_hours)
+
+    @property
+    def regenerate(self) -> timedelta:
+        return timedelta(hours=self.regenerate_hours)
+
+
+class OcspSettings(BaseModel):
+    """The OCSP responder."""
+
+    responder: Literal["ca", "delegated"] = Field(
+        default="ca", description="'ca' signs responses with the issuing CA key; 'delegated' with a responder "
+                                  "certificate that the issuing CA certifies and fleetca rotates")
+    validity_hours: float = Field(default=72, ge=8, le=240,
+                                  description="nextUpdate minus thisUpdate of a response (8 hours to 10 days)")
+    max_age_seconds: int = Field(default=3600, ge=0, le=86400,
+                                 description="Cache-Control max-age of a response, capped by its nextUpdate")
+    cache_entries: int = Field(default=100_000, ge=0, le=10_000_000,
+                               description="signed responses kept in memory per process for reuse")
+
+    @property
+    def validity(self) -> timedelta:
+        return timedelta(hours=self.validity_hours)
+
+
+class AriSettings(BaseModel):
+    """ACME Renewal Information (RFC 9773)."""
+
+    retry_after_seconds: int = Field(default=6 * 3600, ge=60, le=86400,
+                                     description="Retry-After of renewalInfo responses, in seconds: how often clients check")
+
+
 class Settings(BaseSettings):
     """All settings of one fleetca installation."""
 
@@ -107,6 +193,9 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     validation: ValidationSettings = ValidationSettings()
     lifetimes: LifetimeSettings = LifetimeSettings()
+    crl: CrlSettings = CrlSettings()
+    ocsp: OcspSettings = OcspSettings()
+    ari: AriSettings = AriSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
