@@ -8,7 +8,6 @@ patterns that accounts bound to it get without a challenge.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from jwcrypto import jwk
 
 from fleetca.acme import jws
 from fleetca.acme.problems import AcmeProblem, malformed, unauthorized
+from fleetca.ca.patterns import pattern_matches
 from fleetca.domain import Identifier
 
 
@@ -50,49 +50,6 @@ class EabKey:
             return False
         value = ("*." if wildcard else "") + identifier.value
         return any(pattern_matches(p, identifier.type, value) for p in self.preauthorized)
-
-
-def pattern_matches(pattern: str, identifier_type: str, value: str) -> bool:
-    """Match one pre-authorization pattern.
-
-    ``name.example`` matches that name only; ``*.zone.example`` matches any name
-    exactly one label below ``zone.example`` (as a certificate wildcard does, so a
-    pattern never covers a whole subtree by accident); ``ip:10.1.0.0/16`` matches
-    IP identifiers in that range.
-    """
-    if pattern.startswith("ip:"):
-        if identifier_type != "ip":
-            return False
-        return ipaddress.ip_address(value) in ipaddress.ip_network(pattern[3:])
-    if identifier_type != "dns":
-        return False
-    if pattern.startswith("*.") and not value.startswith("*."):
-        head, _, rest = value.partition(".")
-        return bool(head) and rest == pattern[2:]
-    return value == pattern
-
-
-def normalize_pattern(pattern: str) -> str:
-    """Canonical form of a pattern, raising ValueError with the accepted forms."""
-    from fleetca.acme.identifiers import canonical_dns_name
-
-    text = pattern.strip().lower()
-    if text.startswith("ip:"):
-        try:
-            return "ip:" + str(ipaddress.ip_network(text[3:], strict=True))
-        except ValueError as exc:
-            raise ValueError(f"invalid IP pattern {pattern!r}: expected ip:CIDR such as ip:10.1.0.0/16") from exc
-    name, problem = canonical_dns_name(text)
-    if name is None:
-        raise ValueError(f"invalid name pattern {pattern!r}: {problem.detail if problem else 'not a DNS name'}")
-    return name
-
-
-def pattern_identifier(pattern: str) -> Identifier:
-    """A representative identifier of the pattern, to check it against the CA's constraints."""
-    if pattern.startswith("ip:"):
-        return Identifier("ip", str(ipaddress.ip_network(pattern[3:]).network_address))
-    return Identifier("dns", pattern)
 
 
 def eab_key_from_row(row: dict[str, Any] | None) -> EabKey | None:

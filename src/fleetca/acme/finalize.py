@@ -9,9 +9,10 @@ invalid with an error, never stuck in processing.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from jwcrypto import jwk
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,16 +25,45 @@ from fleetca.acme.lifecycle import problem_json, refresh_order
 from fleetca.acme.problems import AcmeProblem, not_found
 from fleetca.acme.urls import Urls
 from fleetca.acme.views import order_json
+from fleetca.ca.ca_profiles import DOMAIN_VALIDATED_POLICY, br_lifetime_cap
 from fleetca.ca.csr import CsrRejected, check_csr_matches_order, load_csr
+from fleetca.ca.key_policy import key_type_name
+from fleetca.ca.lint import lint_certificate
+from fleetca.ca.profiles import CertificateProfile
 from fleetca.ca.registry import IssuingCa
-from fleetca.domain import IssuedCertificate
-from fleetca.signing.issuer import LeafRequest, SigningRefused
+from fleetca.domain import IssuedCertificate, Order
+from fleetca.signing.issuer import LeafRequest, Linter, SigningRefused
 
 log = logging.getLogger("fleetca.issuance")
 
 # Leaf certificates start this far in the past, so that a device whose clock is
 # slightly behind accepts its new certificate at once.
 BACKDATE = timedelta(hours=1)
+
+
+def leaf_request(ctx: AcmeContext, ca: IssuingCa, order: Order, profile: CertificateProfile,
+                 public_key: CertificatePublicKeyTypes, now: datetime) -> LeafRequest:
+    """Describe the leaf certificate for ``order`` as its CA and profile shape it."""
+    not_before = order.not_before or (now - BACKDATE)
+    not_after = order.not_after or (not_before + profile.lifetime)
+    not_after = min(not_after, ca.certificate.not_valid_after_utc)
+    policy_oids: tuple[str, ...] = ()
+    ca_issuers_url = None
+    if ca.is_baseline:
+        # BR §6.3.2 caps the validity by the date of issuance, whatever the profile says.
+        not_after = min(not_after, not_before + br_lifetime_cap(now))
+        policy_oids = (DOMAIN_VALIDATED_POLICY.dotted_string,)
+        http_base = ctx.settings.server.http_base_url()
+        ca_issuers_url = f"{http_base}/pki/ca/{ca.name}.crt" if http_base else None
+    return LeafRequest(public_key=public_key, identifiers=tuple(order.identifiers), not_before=not_before,
+                       not_after=not_after, profile=profile, policy_oids=policy_oids, ca_issuers_url=ca_issuers_url)
+
+
+def make_linter(ca: IssuingCa) -> Linter:
+    """A linter for the signer: pkilint, with the CA/B server-auth rules for a baseline CA."""
+    def lint(der: bytes) -> list[str]:
+        return [str(f) for f in lint_certificate(der, serverauth_rules=ca.is_baseline)]
+    return lint
 
 
 async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
@@ -59,6 +89,11 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
     except CsrRejected as exc:
         raise AcmeProblem("badCSR", str(exc)) from exc
     csr_key = csr.public_key()
+    profile = ca.profiles.get(current.profile or ca.default_profile) or ca.profiles[ca.default_profile]
+    key_type = key_type_name(csr_key)
+    if key_type not in profile.key_types:
+        raise AcmeProblem("badCSR", f"profile {profile.name} does not certify {key_type} keys; "
+                                    f"use one of {', '.join(profile.key_types)}")
     csr_thumbprint = jwk.JWK.from_pyca(csr_key).thumbprint()
     with ctx.database.transaction() as repo:
         if repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
@@ -67,14 +102,10 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
             raise AcmeProblem("orderNotReady", "order is being finalized by another request")
 
     # Sign; any failure here must leave the order invalid rather than processing.
-    profile = ca.profiles.get(current.profile or ca.default_profile) or ca.profiles[ca.default_profile]
-    not_before = current.not_before or (now - BACKDATE)
-    not_after = current.not_after or (not_before + profile.lifetime)
-    not_after = min(not_after, ca.certificate.not_valid_after_utc)
     try:
-        certificate = ca.signer.sign_leaf(LeafRequest(
-            public_key=csr_key, identifiers=tuple(current.identifiers),
-            not_before=not_before, not_after=not_after, profile=profile))
+        request = leaf_request(ctx, ca, current, profile, csr_key, now)
+        linter = make_linter(ca) if ca.lint_before_signing else None
+        certificate = ca.signer.sign_leaf(request, lint=linter)
     except Exception as exc:
         detail = str(exc) if isinstance(exc, SigningRefused) else "signing failed with an internal error"
         log.exception("signing failed for order %s", order_id)

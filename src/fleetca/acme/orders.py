@@ -24,7 +24,8 @@ from fleetca.domain import Account, Authorization, Challenge, Identifier, Order
 from fleetca.settings import LifetimeSettings
 from fleetca.storage.repository import Repository
 
-MAX_IDENTIFIERS_PER_ORDER = 100
+# The wire-level ceiling; each issuing CA sets its own lower limit in its policy.
+MAX_IDENTIFIERS_PER_ORDER = 1000
 # How far in the past a requested notBefore may lie; devices with a skewed clock ask for it.
 MAX_NOT_BEFORE_BACKDATE = timedelta(hours=24)
 PROCESSING_RETRY_AFTER_SECONDS = 1

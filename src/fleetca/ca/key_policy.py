@@ -15,10 +15,21 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 ALLOWED_RSA_SIZES = (2048, 3072, 4096)
 ALLOWED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 FERMAT_ROUNDS = 100
+# Names of the key types a certificate profile can allow.
+KEY_TYPES = ("ec256", "ec384", "ec521", "rsa2048", "rsa3072", "rsa4096")
 
 
 class WeakKey(ValueError):
     """The key must not be certified; the message says why."""
+
+
+def key_type_name(key: CertificatePublicKeyTypes) -> str:
+    """The KEY_TYPES name of a key that passed :func:`check_public_key`."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"rsa{key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"ec{key.curve.key_size}"
+    raise WeakKey(f"key type {type(key).__name__} is not allowed")
 
 
 def check_public_key(key: CertificatePublicKeyTypes) -> None:

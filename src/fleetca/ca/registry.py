@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography import x509
 
+from fleetca.ca.ca_profiles import BASELINE, STRICT, IssuingCaSpec
 from fleetca.ca.constraints import NameConstraints
 from fleetca.ca.policy import IssuancePolicy
 from fleetca.ca.profiles import DEFAULT_PROFILE_NAME, CertificateProfile, default_profile
@@ -28,19 +29,28 @@ class IssuingCa:
     default_profile: str
     signer: IssuingCaSigner
     external_account_required: bool = False
+    ca_profile: str = STRICT
+    lint_before_signing: bool = False
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.ca_profile == BASELINE
 
     @property
     def constraints(self) -> NameConstraints:
         return self.policy.constraints
 
 
-def ca_config(constraints: NameConstraints, certificate_lifetime: timedelta) -> dict[str, Any]:
+def ca_config(spec: IssuingCaSpec, certificate_lifetime: timedelta) -> dict[str, Any]:
     """The stored configuration of a new issuing CA."""
-    profile = default_profile(certificate_lifetime)
+    profile = default_profile(certificate_lifetime, common_name=spec.leaf_subject_allowed)
     return {
-        "constraints": constraints.to_json(),
-        "allow_wildcards": True,
-        "allow_ip_identifiers": True,
+        "ca_profile": spec.profile,
+        "organization": spec.organization,
+        "country": spec.country,
+        "constraints": spec.constraints.to_json(),
+        **IssuancePolicy(spec.constraints).to_json(),
+        "lint": False,
         "profiles": [profile.to_json()],
         "default_profile": DEFAULT_PROFILE_NAME,
         "external_account_required": False,
@@ -66,11 +76,12 @@ def load_issuing_cas(database: Database, data_dir: Path) -> dict[str, IssuingCa]
             name=row["name"],
             certificate=certificate,
             chain_pem=row["certificate_pem"].encode() + row["chain_pem"].encode(),
-            policy=IssuancePolicy(constraints, bool(config.get("allow_wildcards", True)),
-                                  bool(config.get("allow_ip_identifiers", True))),
+            policy=IssuancePolicy.from_config(constraints, config),
             profiles=profiles,
             default_profile=config.get("default_profile", DEFAULT_PROFILE_NAME),
             signer=IssuingCaSigner(row["name"], certificate, key_path, constraints),
             external_account_required=bool(config.get("external_account_required", False)),
+            ca_profile=config.get("ca_profile", STRICT),
+            lint_before_signing=bool(config.get("lint", False)),
         )
     return cas

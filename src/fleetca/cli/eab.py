@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fleetca.acme.eab import normalize_pattern, pattern_identifier
+from fleetca.ca.patterns import normalize_pattern, pattern_identifier
 from fleetca.acme.jws import b64url_encode
 from fleetca.clock import SystemClock
 from fleetca.settings import load_settings

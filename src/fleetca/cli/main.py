@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from fleetca.ca.bootstrap import InitError, existing_state, initialize
+from fleetca.ca.bootstrap import existing_state, initialize
+from fleetca.ca.issuing import IssuingCaError
 from fleetca.ca.constraints import NameConstraints
 from fleetca.cli.eab import eab_app
 from fleetca.clock import SystemClock
@@ -49,7 +50,7 @@ def init(
     try:
         constraints = NameConstraints.build(permit_dns, permit_ip)
         result = initialize(data_dir, ca, constraints, SystemClock().now(), database_url=database_url)
-    except (ValueError, InitError, KeyFileError) as exc:
+    except (ValueError, IssuingCaError, KeyFileError) as exc:
         _fail(str(exc))
         return
     console.print(f"created root CA        {result.root_path}")
@@ -87,7 +88,7 @@ def serve(
         try:
             initialize(data_dir, "default", NameConstraints.build([DEMO_DNS_SUFFIX]), SystemClock().now(),
                        database_url=database_url)
-        except (InitError, KeyFileError) as exc:
+        except (IssuingCaError, KeyFileError) as exc:
             _fail(str(exc))
     server: dict[str, str] = {"log_level": log_level}
     if listen:

@@ -13,17 +13,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleetca.ca.constraints import NameConstraints
+from fleetca.ca.ca_profiles import IssuingCaSpec
 from fleetca.signing.keys import generate_ec_key, read_private_key, write_private_key
 
 ROOT_LIFETIME = timedelta(days=3650)
 ISSUING_CA_LIFETIME = timedelta(days=1825)
 SERVER_TLS_LIFETIME = timedelta(days=90)
+# BR §4.9.7: a root's CRL is reissued at least every twelve months.
+ROOT_CRL_LIFETIME = timedelta(days=180)
 BACKDATE = timedelta(minutes=5)
 
 
-def _name(common_name: str, organization: str) -> x509.Name:
-    return x509.Name([
+def _name(common_name: str, organization: str, country: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COUNTRY_NAME, country)] if country else []
+    return x509.Name(attributes + [
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
         x509.NameAttribute(NameOID.COMMON_NAME, common_name),
     ])
@@ -46,10 +49,10 @@ class CreatedCa:
     key_path: Path
 
 
-def create_root(key_path: Path, organization: str, now: datetime) -> CreatedCa:
+def create_root(key_path: Path, organization: str, now: datetime, country: str | None = None) -> CreatedCa:
     """Create a self-signed ECDSA P-384 root and write its key to ``key_path``."""
     key = generate_ec_key(ec.SECP384R1())
-    name = _name(f"{organization} fleetca Root CA", organization)
+    name = _name(f"{organization} Root CA", organization, country)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
@@ -67,32 +70,64 @@ def create_root(key_path: Path, organization: str, now: datetime) -> CreatedCa:
     return CreatedCa(cert, key_path)
 
 
-def create_issuing_ca(key_path: Path, name: str, organization: str, constraints: NameConstraints,
-                      root_cert_path: Path, root_key_path: Path, now: datetime) -> CreatedCa:
-    """Create an ECDSA P-256 issuing CA signed by the root, limited by ``constraints``."""
+def create_issuing_ca(key_path: Path, spec: IssuingCaSpec, root_cert_path: Path, root_key_path: Path,
+                      now: datetime) -> CreatedCa:
+    """Create an ECDSA P-256 issuing CA signed by the private root, as ``spec`` describes."""
     root_cert = x509.load_pem_x509_certificate(root_cert_path.read_bytes())
     root_key = read_private_key(root_key_path)
     key = generate_ec_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(f"{organization} fleetca Issuing CA {name}", organization))
+        .subject_name(spec.subject())
         .issuer_name(root_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(min(now + ISSUING_CA_LIFETIME, root_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                       critical=False)
-        .add_extension(constraints.extension(), critical=True)
     )
+    for extension, critical in spec.extensions():
+        builder = builder.add_extension(extension, critical=critical)
     builder = _key_ids(builder, key.public_key(), root_cert, root_key.public_key())
     cert = builder.sign(root_key, hashes.SHA384())
     write_private_key(key_path, key)
     return CreatedCa(cert, key_path)
+
+
+def create_issuing_ca_request(key_path: Path, spec: IssuingCaSpec) -> x509.CertificateSigningRequest:
+    """Generate an issuing CA key and a CSR asking an outside root for the extensions in ``spec``."""
+    key = generate_ec_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(spec.subject())
+    for extension, critical in spec.extensions():
+        builder = builder.add_extension(extension, critical=critical)
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    csr = builder.sign(key, hashes.SHA256())
+    write_private_key(key_path, key)
+    return csr
+
+
+def issuing_ca_public_key(key_path: Path):  # type: ignore[no-untyped-def]
+    """The public half of an issuing CA key, to match an imported certificate against it."""
+    return read_private_key(key_path).public_key()
+
+
+def sign_root_crl(root_cert_path: Path, root_key_path: Path, number: int, now: datetime,
+                  revoked_serials: list[int] = (), lifetime: timedelta = ROOT_CRL_LIFETIME) -> x509.CertificateRevocationList:
+    """Sign the root's CRL, which lists revoked issuing CAs (usually none)."""
+    root_cert = x509.load_pem_x509_certificate(root_cert_path.read_bytes())
+    root_key = read_private_key(root_key_path)
+    ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(root_cert.subject)
+        .last_update(now)
+        .next_update(now + lifetime)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for serial in revoked_serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    return builder.sign(root_key, hashes.SHA384())
 
 
 def issue_server_tls_certificate(host: str, root_cert_path: Path, root_key_path: Path,
