@@ -1,0 +1,250 @@
+"""Drive fleetca, Pebble and Caddy with the same device load and print what each cost.
+
+Run it through ``bench/run``, which installs the Debian packages it needs.
+For each server in turn: start it fresh, run ``--warmup`` untimed flows, then
+``--count`` timed flows with ``--concurrency`` workers, sample the server's
+CPU time before and after the timed flows, check every certificate, stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from acme_client import make_devices
+from loadgen import LoadResult, run_load
+from procstat import peak_rss_bytes, tree_cpu_seconds
+from profiling import PySpyRecorder
+from report import Measurement, ratios_table, results_table, target_lines
+from responder import Http01Responder
+from servers import (
+    DEVICE_DOMAIN,
+    LOOPBACK,
+    CaddyServer,
+    DnsServer,
+    FleetcaSource,
+    FleetcaPostgresServer,
+    FleetcaServer,
+    PebbleServer,
+    ServerUnderTest,
+    missing_programs,
+)
+
+ALL_SERVERS = ("fleetca-sqlite", "fleetca-postgres", "pebble", "caddy")
+log = logging.getLogger("bench")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300, help="timed device flows per server (default 300)")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="device flows in progress at once (default 16)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed flows before the timed ones (default: the concurrency)")
+    parser.add_argument("--servers", default=",".join(ALL_SERVERS),
+                        help=f"comma-separated servers to run, in order (default {','.join(ALL_SERVERS)})")
+    parser.add_argument("--time-limit", type=float, default=600,
+                        help="seconds after which no new flow starts, per server and phase (default 600)")
+    parser.add_argument("--dns-port", type=int, default=53,
+                        help="loopback UDP/TCP port of the DNS server; Caddy needs 53 (default 53)")
+    parser.add_argument("--http01-port", type=int, default=80,
+                        help="loopback port of the http-01 responder; Caddy needs 80 (default 80)")
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="PostgreSQL URL of a role that may create databases; a fresh database is "
+                             "created next to it for each run and dropped afterwards")
+    parser.add_argument("--fleetca-ref", default="HEAD",
+                        help="git commit of fleetca to run, exported with git archive, or 'worktree' for the "
+                             "work tree's src/ as it is (default HEAD)")
+    parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="record fleetca with py-spy during its timed flows into DIR; the CPU numbers "
+                             "of such a run include py-spy's interference and are not for comparison")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory with server logs")
+    args = parser.parse_args(argv)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(args.servers) - set(ALL_SERVERS)
+    if unknown:
+        parser.error(f"unknown server(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL_SERVERS)}")
+    if args.count < 1 or args.concurrency < 1:
+        parser.error("--count and --concurrency must be at least 1")
+    if args.warmup is None:
+        args.warmup = args.concurrency
+    return args
+
+
+def make_server(name: str, args: argparse.Namespace, workdir: Path, dns_address: str,
+                source: FleetcaSource) -> ServerUnderTest:
+    if name == "fleetca-sqlite":
+        return FleetcaServer(workdir, dns_address, args.http01_port, source)
+    if name == "fleetca-postgres":
+        return FleetcaPostgresServer(workdir, dns_address, args.http01_port, source, args.postgres_url)
+    if name == "pebble":
+        return PebbleServer(workdir, dns_address, args.http01_port)
+    return CaddyServer(workdir, dns_address, args.http01_port)
+
+
+def check_certificates(load: LoadResult) -> list[str]:
+    """Check that each issued leaf names exactly its device and carries the key of the device's CSR."""
+    problems = []
+    for flow in load.issued:
+        assert flow.certificate_pem is not None
+        leaf = x509.load_pem_x509_certificates(flow.certificate_pem)[0]
+        try:
+            names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+                x509.DNSName)
+        except x509.ExtensionNotFound:
+            names = []
+        csr_key = x509.load_der_x509_csr(flow.device.csr_der).public_key()
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if names != [flow.device.name]:
+            problems.append(f"{flow.device.name}: certificate names {names}")
+        elif leaf.public_key().public_bytes(*spki) != csr_key.public_bytes(*spki):
+            problems.append(f"{flow.device.name}: certificate key differs from the CSR key")
+    return problems
+
+
+async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsServer,
+                  responder: Http01Responder) -> Measurement:
+    tag = secrets.token_hex(3)
+    warmup_devices = make_devices(f"w{tag}", args.warmup, DEVICE_DOMAIN)
+    devices = make_devices(tag, args.count, DEVICE_DOMAIN)
+
+    await server.start()
+    log.info("%s: serving %s (pid %d); %d warm-up flows", server.name, server.directory_url, server.pid,
+             args.warmup)
+    if args.warmup:
+        warmup = await run_load(server.directory_url, server.ca_file, warmup_devices, args.concurrency, responder,
+                                args.time_limit)
+        if warmup.failed:
+            raise RuntimeError(f"{server.name}: {len(warmup.failed)} warm-up flows failed, "
+                               f"the first with {warmup.failed[0].error}")
+
+    recorder = None
+    if args.profile and server.name.startswith("fleetca"):
+        recorder = PySpyRecorder(server.pid, args.profile / f"{server.name}.txt")
+    responder.counts.reset()
+    log.info("%s: %d timed flows, %d at a time", server.name, args.count, args.concurrency)
+    database_before = server.database_cpu_seconds()
+    cpu_before = tree_cpu_seconds(server.pid)
+    load = await run_load(server.directory_url, server.ca_file, devices, args.concurrency, responder,
+                          args.time_limit)
+    cpu_after = tree_cpu_seconds(server.pid)
+    database_after = server.database_cpu_seconds()
+    if recorder is not None:
+        recorder.stop()
+    rss = peak_rss_bytes(server.pid)
+
+    errors = [f"{f.device.name}: {f.error}" for f in load.failed]
+    if load.stopped_early:
+        errors.append(f"time limit of {args.time_limit:.0f} s reached; {load.unstarted} flows never started")
+    errors += check_certificates(load)
+    dns_queries = sum(dns.query_count(d.name) for d in devices)
+    return Measurement(
+        server=server.name, version=server.version(), issued=len(load.issued), failed=len(load.failed),
+        wall_seconds=load.wall_seconds, latencies_ms=[f.seconds * 1000 for f in load.issued],
+        server_cpu_seconds=cpu_after - cpu_before,
+        database_cpu_seconds=sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items()),
+        peak_rss_bytes=rss, generator_cpu_seconds=load.generator_cpu_seconds,
+        requests=sum(f.requests for f in load.issued), connects=load.connects,
+        bad_nonce_retries=load.bad_nonce_retries, responder_answers=responder.counts.answered,
+        responder_rejects=responder.counts.wrong_host + responder.counts.unknown, dns_queries=dns_queries,
+        certificates_checked=len(load.issued), errors=errors,
+    )
+
+
+def machine_description() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return (f"{os.cpu_count()} cores ({model}), {memory_kib / 2**20:.0f} GiB memory, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+
+
+async def run(args: argparse.Namespace) -> list[Measurement]:
+    needed = ["pebble-challtestsrv"] + [p for s, p in (("pebble", "pebble"), ("caddy", "caddy"),
+                                                       ("caddy", "unshare")) if s in args.servers]
+    missing = missing_programs(needed)
+    if missing:
+        raise SystemExit(f"missing programs: {', '.join(missing)}; bench/run installs them with apt-get")
+
+    workdir = Path(tempfile.mkdtemp(prefix="fleetca-bench-"))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    log.info("work directory %s; machine: %s", workdir, machine_description())
+    source = FleetcaSource(Path(__file__).resolve().parent.parent, args.fleetca_ref, workdir)
+    log.info("fleetca: %s", source.description)
+    dns = DnsServer(workdir, args.dns_port)
+    responder = Http01Responder(LOOPBACK, args.http01_port)
+    measurements: list[Measurement] = []
+    try:
+        await dns.wait_ready()
+        await responder.start()
+        for name in args.servers:
+            server = make_server(name, args, workdir, dns.address, source)
+            load_average = os.getloadavg()[0]
+            try:
+                measurement = await measure(server, args, dns, responder)
+            finally:
+                server.stop()
+                server.cleanup()
+            measurements.append(measurement)
+            log.info("%s: %d issued, %d failed, %.1f certificates/s, %.1f ms CPU per certificate "
+                     "(1-minute load average before the run: %.2f)", name, measurement.issued,
+                     measurement.failed, measurement.certificates_per_second,
+                     measurement.cpu_ms_per_certificate(), load_average)
+            for error in measurement.errors[:5]:
+                log.warning("%s: %s", name, error)
+    finally:
+        await responder.stop()
+        dns.stop()
+        if args.keep or any(m.errors for m in measurements):
+            log.info("logs kept in %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return measurements
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    measurements = asyncio.run(run(args))
+
+    print()
+    print(f"bench/run {' '.join(argv)}")
+    print(f"started {started}; machine: {machine_description()}")
+    print(f"{args.count} timed flows per server, concurrency {args.concurrency}, {args.warmup} warm-up flows")
+    for m in measurements:
+        print(f"  {m.server}: {m.version}")
+    print()
+    print(results_table(measurements))
+    print()
+    print(ratios_table(measurements))
+    print()
+    for line in target_lines(measurements):
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps({"command": ["bench/run", *argv], "machine": machine_description(),
+                                         "started": started, "results": [m.to_json() for m in measurements]},
+                                        indent=2))
+    return 1 if any(m.errors for m in measurements) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,114 @@
+"""Per-server measurements and the tables printed at the end of a run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+FLEETCA_SERVERS = ("fleetca-sqlite", "fleetca-postgres")
+PEERS = ("pebble", "caddy")
+
+
+@dataclass
+class Measurement:
+    """Counts, times and CPU use of one server's timed phase."""
+
+    server: str
+    version: str
+    issued: int
+    failed: int
+    wall_seconds: float
+    latencies_ms: list[float] = field(repr=False)
+    server_cpu_seconds: float
+    database_cpu_seconds: float
+    peak_rss_bytes: int
+    generator_cpu_seconds: float
+    requests: int
+    connects: int
+    bad_nonce_retries: int
+    responder_answers: int
+    responder_rejects: int
+    dns_queries: int
+    certificates_checked: int
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def certificates_per_second(self) -> float:
+        return self.issued / self.wall_seconds if self.wall_seconds else 0.0
+
+    def latency_percentile_ms(self, percentile: float) -> float:
+        """Nearest-rank percentile of the flow latencies of issued certificates."""
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        rank = max(1, -(-len(ordered) * percentile // 100))
+        return ordered[int(rank) - 1]
+
+    def cpu_ms_per_certificate(self, include_database: bool = True) -> float:
+        if not self.issued:
+            return float("nan")
+        seconds = self.server_cpu_seconds + (self.database_cpu_seconds if include_database else 0.0)
+        return seconds * 1000 / self.issued
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(certificates_per_second=self.certificates_per_second,
+                    p50_ms=self.latency_percentile_ms(50), p99_ms=self.latency_percentile_ms(99),
+                    cpu_ms_per_certificate=self.cpu_ms_per_certificate())
+        return data
+
+
+def results_table(measurements: list[Measurement]) -> str:
+    header = ("| server | issued | failed | certs/s | p50 ms | p99 ms | server CPU ms/cert | of which DB | server core use | "
+              "peak RSS MiB | generator CPU ms/cert | generator core use | requests/cert | DNS queries/cert |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for m in measurements:
+        issued = max(m.issued, 1)
+        lines.append(
+            f"| {m.server} | {m.issued} | {m.failed} | {m.certificates_per_second:.1f} "
+            f"| {m.latency_percentile_ms(50):.0f} | {m.latency_percentile_ms(99):.0f} "
+            f"| {m.cpu_ms_per_certificate():.1f} | {m.database_cpu_seconds * 1000 / issued:.1f} "
+            f"| {100 * (m.server_cpu_seconds + m.database_cpu_seconds) / m.wall_seconds:.0f}% "
+            f"| {m.peak_rss_bytes / 2**20:.0f} | {m.generator_cpu_seconds * 1000 / issued:.1f} "
+            f"| {100 * m.generator_cpu_seconds / m.wall_seconds:.0f}% "
+            f"| {m.requests / issued:.1f} | {m.dns_queries / issued:.1f} |")
+    return "\n".join(lines)
+
+
+def ratios_table(measurements: list[Measurement]) -> str:
+    """fleetca's certificates per second and CPU per certificate, each divided by each peer's."""
+    by_name = {m.server: m for m in measurements}
+    peers = [by_name[p] for p in PEERS if p in by_name and by_name[p].issued]
+    fleetca = [by_name[f] for f in FLEETCA_SERVERS if f in by_name and by_name[f].issued]
+    if not peers or not fleetca:
+        return "(no ratios: a fleetca run and a peer run with issued certificates are both needed)"
+    header = "| fleetca run | " + " | ".join(
+        f"certs/s ÷ {p.server} | CPU/cert ÷ {p.server}" for p in peers) + " |"
+    lines = [header, "|---|" + "---|---|" * len(peers)]
+    for f in fleetca:
+        cells = []
+        for p in peers:
+            cells.append(f"{f.certificates_per_second / p.certificates_per_second:.2f}")
+            cells.append(f"{f.cpu_ms_per_certificate() / p.cpu_ms_per_certificate():.2f}")
+        lines.append(f"| {f.server} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def target_lines(measurements: list[Measurement]) -> list[str]:
+    """State whether each fleetca run meets: CPU/cert at most Pebble's, certs/s at least twice Caddy's."""
+    by_name = {m.server: m for m in measurements}
+    lines = []
+    for name in FLEETCA_SERVERS:
+        f = by_name.get(name)
+        if f is None or not f.issued:
+            continue
+        if "pebble" in by_name and by_name["pebble"].issued:
+            pebble = by_name["pebble"].cpu_ms_per_certificate()
+            verdict = "met" if f.cpu_ms_per_certificate() <= pebble else "not met"
+            lines.append(f"{name}: CPU per certificate {f.cpu_ms_per_certificate():.1f} ms, "
+                         f"target at most Pebble's {pebble:.1f} ms: {verdict}")
+        if "caddy" in by_name and by_name["caddy"].issued:
+            caddy = by_name["caddy"].certificates_per_second
+            verdict = "met" if f.certificates_per_second >= 2 * caddy else "not met"
+            lines.append(f"{name}: {f.certificates_per_second:.1f} certificates/s, "
+                         f"target at least twice Caddy's {caddy:.1f}/s = {2 * caddy:.1f}/s: {verdict}")
+    return lines
