@@ -11,6 +11,7 @@ from rich.console import Console
 from fleetca.ca.bootstrap import existing_state, initialize
 from fleetca.ca.issuing import IssuingCaError
 from fleetca.ca.constraints import NameConstraints
+from fleetca.cli.ca import ca_app
 from fleetca.cli.eab import eab_app
 from fleetca.clock import SystemClock
 from fleetca.settings import load_settings, parse_host_port
@@ -19,7 +20,6 @@ from fleetca.storage.database import migrate
 
 app = typer.Typer(help="fleetca: an ACME CA for device fleets, issuing from technically constrained CAs.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-ca_app = typer.Typer(help="Manage issuing CAs.", no_args_is_help=True)
 app.add_typer(ca_app, name="ca")
 app.add_typer(eab_app, name="eab")
 
@@ -119,73 +119,6 @@ def serve(
     uvicorn.run(create_app(ctx), host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
                 ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
                 log_level=log_level, timeout_graceful_shutdown=5)
-
-
-@ca_app.command("list")
-def ca_list(data_dir: Path = DataDirOption) -> None:
-    """List the issuing CAs with their status and constraints."""
-    from rich.table import Table
-
-    from fleetca.storage.database import Database
-
-    settings = load_settings(data_dir)
-    database = Database(settings.resolved_database_url())
-    with database.transaction() as repo:
-        rows = repo.list_issuing_cas()
-    table = Table("name", "status", "permitted DNS", "permitted IP", "directory")
-    for row in rows:
-        constraints = row["config"]["constraints"]
-        table.add_row(row["name"], row["status"], ", ".join(constraints["permitted_dns"]),
-                      ", ".join(constraints["permitted_ips"]) or "-",
-                      f"{settings.server.base_url()}/acme/{row['name']}/directory")
-    Console().print(table)
-
-
-@ca_app.command("show")
-def ca_show(name: str, data_dir: Path = DataDirOption) -> None:
-    """Print an issuing CA's certificate (PEM) and settings."""
-    import json
-
-    from fleetca.storage.database import Database
-
-    settings = load_settings(data_dir)
-    database = Database(settings.resolved_database_url())
-    with database.transaction() as repo:
-        row = repo.get_issuing_ca(name)
-    if row is None:
-        _fail(f"no issuing CA named {name!r}; see `fleetca ca list`")
-        return
-    print(json.dumps({"name": row["name"], "status": row["status"], "config": row["config"]}, indent=2))
-    print(row["certificate_pem"] or row["csr_pem"], end="")
-
-
-@ca_app.command("configure")
-def ca_configure(
-    name: str,
-    data_dir: Path = DataDirOption,
-    external_account_required: Optional[bool] = typer.Option(
-        None, "--external-account-required/--no-external-account-required",
-        help="Require an External Account Binding for new accounts."),
-) -> None:
-    """Change an issuing CA's settings; running servers pick them up when restarted."""
-    from fleetca.storage.database import Database
-
-    settings = load_settings(data_dir)
-    database = Database(settings.resolved_database_url())
-    now = SystemClock().now()
-    with database.transaction() as repo:
-        row = repo.get_issuing_ca(name)
-        if row is None:
-            _fail(f"no issuing CA named {name!r}; see `fleetca ca list`")
-            return
-        config = dict(row["config"])
-        changes = {}
-        if external_account_required is not None:
-            changes["external_account_required"] = external_account_required
-        config.update(changes)
-        repo.update_issuing_ca(name, config=config)
-        repo.audit(now, "ca.configured", name, {"changes": changes})
-    console.print(f"issuing CA {name}: {changes or 'no changes'}")
 
 
 @app.command("db-upgrade")
