@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from fleetca.ca.constraints import NameConstraints
 from fleetca.ca.ca_profiles import STRICT, IssuingCaSpec
+from fleetca.ca.publication import ensure_root_crl
 from fleetca.ca.issuing import IssuingCaError, add_issuing_ca, check_ca_name
 from fleetca.settings import SETTINGS_FILE, Settings, load_settings, write_settings_file
 from fleetca.signing.authority import create_root
@@ -66,6 +67,7 @@ def _populate(data_dir: Path, ca_name: str, constraints: NameConstraints, now: d
     try:
         root = create_root(settings.root_key_path, organization, now)
         settings.root_certificate_path.write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))
+        ensure_root_crl(settings, now)
         with database.transaction() as repo:
             repo.audit(now, "ca.root.created", None, {
                 "subject": root.certificate.subject.rfc4514_string(),

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from fleetca.ca.bootstrap import existing_state, initialize
 from fleetca.ca.issuing import IssuingCaError
+from fleetca.ca.publication import ensure_root_crl
 from fleetca.ca.constraints import NameConstraints
 from fleetca.cli.ca import ca_app
 from fleetca.cli.eab import eab_app
@@ -110,6 +111,7 @@ def serve(
                                          settings.tls_certificate_path, settings.tls_key_path, now)
         # Serving a data directory created by an older fleetca brings its schema up to date first.
         migrate(settings.resolved_database_url())
+        ensure_root_crl(settings, now)
         ctx = build_context(settings)
     except (ValueError, KeyFileError) as exc:
         _fail(str(exc))
