@@ -36,7 +36,7 @@ from tests.support.server import DEVICE_SUFFIX, FleetcaServer
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 URN_PREFIX = "urn:ietf:params:acme:error:"
-# fleetca refuses request bodies larger than 64 KiB.
+# fleetca rejects request bodies larger than 64 KiB.
 MAX_BODY_BYTES = 64 * 1024
 CHUNK_BYTES = 16 * 1024
 # A well-formed resource id (16 base64url characters) that no resource has.
@@ -260,6 +260,8 @@ ENDPOINTS = [
     Endpoint("new-account", "new-account", "jwk", lambda w, u: {"termsOfServiceAgreed": True}, jwk_allowed=True),
     Endpoint("new-order", "new-order", "kid",
              lambda w, u: {"identifiers": [{"type": "dns", "value": f"new-order.{DEVICE_SUFFIX}"}]}),
+    Endpoint("new-authz", "new-authz", "kid",
+             lambda w, u: {"identifier": {"type": "dns", "value": f"new-authz.{DEVICE_SUFFIX}"}}),
     Endpoint("revoke-cert", "revoke-cert", "kid", lambda w, u: {"certificate": b64url(w.cert_der)},
              jwk_allowed=True),
     Endpoint("key-change", "key-change", "kid", key_change_payload),
@@ -278,7 +280,10 @@ KID_ONLY_ENDPOINTS = tuple(e.name for e in ENDPOINTS if e.key_form == "kid" and 
 
 def draft(world: World, endpoint: Endpoint, *, url: str | None = None, signer: AcmeClient | None = None,
           nonce: str | None = None, payload: Any = ...) -> Draft:
-    """Build the valid request to ``endpoint``: a fresh key for jwk endpoints, else the owner's account."""
+    """Build the valid request to ``endpoint``: a fresh key for jwk endpoints, else the owner's account.
+
+    ``payload`` replaces the endpoint's own payload when given, and None sends a POST-as-GET.
+    """
     url = url or endpoint.url(world)
     protected: dict[str, Any] = {"alg": "ES256", "nonce": nonce or world.nonce(), "url": url}
     if endpoint.key_form == "jwk":
@@ -396,7 +401,7 @@ def alg_es512(request: Draft, world: World) -> None:
 
 
 def alg_key_mismatch(request: Draft, world: World) -> None:
-    """Sign with an RSA key under an alg its key cannot have: ES256 for an RSA jwk, RS256 for an EC account."""
+    """Sign with RS256 by an RSA key while the header names an RSA jwk under ES256, or RS256 for the EC account key."""
     request.key, request.alg = rsa_key(), "RS256"
     if "jwk" in request.protected:
         request.protected["jwk"] = request.key.export_public(as_dict=True)
@@ -455,20 +460,23 @@ def unknown_ca(world: World, endpoint: Endpoint) -> HttpRequest:
 
 @dataclass(frozen=True)
 class Fault:
-    """One kind of bad request, the problem it must get, and the endpoints it applies to (None: all)."""
+    """One kind of bad request, the problem it must get, and the endpoints it applies to (None: all).
+
+    ``overrides`` maps an endpoint name to the (status, problem type) it gets instead.
+    """
 
     name: str
     build: Build
     status: int
     type: str
     endpoints: tuple[str, ...] | None = None
-    exceptions: dict[str, tuple[int, str]] = field(default_factory=dict)
+    overrides: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 FAULTS = [
     # RFC 8555 §6.2: any Content-Type other than application/jose+json gets 415.
     Fault("wrong-content-type", wrong_content_type, 415, "malformed"),
-    # RFC 8555 §6.3: only the directory and newNonce may be read with GET.
+    # RFC 8555 §6.3: resources other than the directory and newNonce are read with POST-as-GET.
     Fault("get-on-post-resource", get_request, 405, "malformed"),
     Fault("oversized-body", oversized(chunked=False), 413, "malformed"),
     Fault("oversized-chunked-body", oversized(chunked=True), 413, "malformed"),
@@ -488,7 +496,7 @@ FAULTS = [
     Fault("missing-url", change_header(drop_header("url")), 400, "malformed"),
     Fault("both-jwk-and-kid", change_header(add_other_key_form), 400, "malformed"),
     Fault("neither-jwk-nor-kid", change_header(drop_key_forms), 400, "malformed"),
-    # RFC 8555 §6.2: never "none" or a MAC; an unsupported alg gets badSignatureAlgorithm.
+    # RFC 8555 §6.2: "none", MAC and other unsupported algorithms get badSignatureAlgorithm with an algorithms list.
     Fault("alg-none", change_header(alg_none), 400, "badSignatureAlgorithm"),
     Fault("alg-hs256", change_header(alg_hs256), 400, "badSignatureAlgorithm"),
     Fault("alg-unsupported-es512", change_header(alg_es512), 400, "badSignatureAlgorithm"),
@@ -500,18 +508,19 @@ FAULTS = [
     Fault("made-up-nonce", change_header(made_up_nonce), 400, "badNonce"),
     # RFC 8555 §6.2: newAccount takes only jwk, so a kid there is malformed before any lookup.
     Fault("unknown-account", change_header(unknown_account), 400, "accountDoesNotExist",
-          exceptions={"new-account": (400, "malformed")}),
+          overrides={"new-account": (400, "malformed")}),
     Fault("jwk-instead-of-kid", change_header(jwk_instead_of_kid), 400, "malformed", KID_ONLY_ENDPOINTS),
     Fault("kid-instead-of-jwk", change_header(kid_instead_of_jwk), 400, "malformed", ("new-account",)),
-    # RFC 8555 §6.3: a POST-as-GET payload is empty, so any other payload on a read-only resource is malformed.
+    # RFC 8555 §6.3: a POST-as-GET payload is empty. Like Boulder, a read-only resource rejects any other
+    # payload as malformed rather than ignoring it.
     Fault("payload-not-json", change_header(set_payload(b"this is not JSON")), 400, "malformed"),
     Fault("payload-not-object", change_header(set_payload(b'["not", "an", "object"]')), 400, "malformed"),
-    # Another account's resource gets the same 404 as a missing one; an account URL and
-    # revokeCert answer unauthorized because the signer is known but not allowed.
+    # Another account's resource gets the same 404 as a missing one. An account URL and
+    # revokeCert get unauthorized instead, because the signer is known but not allowed.
     Fault("other-account", other_account, 404, "malformed", RESOURCE_ENDPOINTS + ("revoke-cert",),
-          exceptions={"account": (403, "unauthorized"), "revoke-cert": (403, "unauthorized")}),
+          overrides={"account": (403, "unauthorized"), "revoke-cert": (403, "unauthorized")}),
     Fault("unknown-id", unknown_resource, 404, "malformed", RESOURCE_ENDPOINTS,
-          exceptions={"account": (403, "unauthorized")}),
+          overrides={"account": (403, "unauthorized")}),
     Fault("unknown-ca", unknown_ca, 404, "malformed"),
 ]
 
@@ -567,7 +576,7 @@ SINGLE_CASES: list[tuple[str, str, SingleBuild, int, str]] = [
      400, "malformed"),
     ("fail/certificate-not-der/revoke-cert", "revoke-cert",
      with_payload("revoke-cert", lambda w: {"certificate": b64url(b"not a certificate")}), 400, "malformed"),
-    # RFC 8555 §7.6: privilegeWithdrawn (9) is not a reason a subscriber may give.
+    # fleetca accepts only the subscriber reasons 0, 1, 3, 4 and 5, so privilegeWithdrawn (9) is rejected.
     ("fail/reason-not-allowed/revoke-cert", "revoke-cert",
      with_payload("revoke-cert", lambda w: {"certificate": b64url(w.cert_der), "reason": 9}),
      400, "badRevocationReason"),
@@ -615,7 +624,7 @@ def matrix_cases() -> list[Case]:
         for endpoint in ENDPOINTS:
             if fault.endpoints is not None and endpoint.name not in fault.endpoints:
                 continue
-            status, problem_type = fault.exceptions.get(endpoint.name, (fault.status, fault.type))
+            status, problem_type = fault.overrides.get(endpoint.name, (fault.status, fault.type))
             build = functools.partial(fault.build, endpoint=endpoint)
             cases.append(Case(f"fail/{fault.name}/{endpoint.name}", endpoint.name, build, status, problem_type))
     return cases
@@ -698,3 +707,35 @@ def test_bad_requests_leave_stored_data_unchanged(world: World) -> None:
     # Runs after the cases above, so a change that a bad request set off in the
     # background (a challenge validation, say) shows up here too.
     assert changed_tables(world.baseline, world.snapshot()) == []
+
+
+# Controls: the unchanged request that every fault starts from is accepted, and a
+# request that changes stored data shows up in the snapshot, so the checks above
+# can fail. They run last, in this order, because they use up the module's
+# resources: the authz is deactivated before the challenge POST, and the key
+# change replaces the owner's key.
+CONTROLS = [
+    ("account-orders", False),
+    ("order", False),
+    ("cert", False),
+    ("account", True),
+    ("new-order", True),
+    ("new-authz", True),
+    ("new-account", True),
+    ("authz", True),
+    ("challenge", False),
+    ("finalize", True),
+    ("revoke-cert", True),
+    ("key-change", True),
+]
+
+
+@pytest.mark.parametrize(("endpoint_name", "changes_data"), CONTROLS, ids=[f"ok/{name}" for name, _ in CONTROLS])
+def test_unchanged_request_is_accepted(world: World, endpoint_name: str, changes_data: bool) -> None:
+    request = draft(world, ENDPOINT_BY_NAME[endpoint_name]).request()
+    before = world.snapshot()
+    reply = world.send(request)
+    after = world.snapshot()
+
+    assert reply.status in (200, 201), reply.body
+    assert bool(changed_tables(before, after)) == changes_data

@@ -58,8 +58,7 @@ def subject_alternative_names(certificate: x509.Certificate) -> list[str]:
 def expected_name_constraints(server: FleetcaServer) -> tuple[set[x509.GeneralName], set[x509.GeneralName]]:
     """Return the permitted and excluded subtrees that ``server``'s issuing CA must carry.
 
-    An IP family with no permitted range must be excluded whole, because verifiers
-    differ on whether a permitted range of one family restricts the other.
+    fleetca excludes the whole of each IP family that has no permitted range.
     """
     networks = [ipaddress.ip_network(text) for text in server.permit_ip]
     permitted: set[x509.GeneralName] = {x509.DNSName(suffix) for suffix in server.permit_dns}
@@ -90,8 +89,11 @@ def assert_constrained_issuing_ca(issuer: x509.Certificate, server: FleetcaServe
 
 
 def assert_chain_issued_for(chain_path: Path, name: str, server: FleetcaServer, workdir: Path) -> None:
-    """Check that the saved chain is leaf first, names only ``name``, verifies to root.pem
-    with OpenSSL and pyca/cryptography, and comes from a constrained issuing CA."""
+    """Check that the saved chain is leaf first, names only ``name`` and verifies to root.pem.
+
+    Both OpenSSL and pyca/cryptography must accept the chain, and the leaf's issuer
+    must be a technically constrained CA.
+    """
     chain_pem = chain_path.read_bytes()
     certificates = x509.load_pem_x509_certificates(chain_pem)
     assert len(certificates) >= 2, f"{chain_path} has {len(certificates)} certificate(s), expected leaf and issuer"
@@ -192,7 +194,7 @@ def test_acme_tiny_name_only_in_cn(
     assert csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == name
     with pytest.raises(x509.ExtensionNotFound):
         csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    # Relying parties ignore the CN, so the leaf must carry the name in its SAN.
+    # pyca/cryptography's verifier ignores the CN, so the leaf must carry the name in its SAN.
     assert_chain_issued_for(chain, name, fleetca, tmp_path)
 
 
@@ -229,7 +231,7 @@ def test_outside_name_rejected_without_issuance(
     assert error.client == client
     assert "exit status" in error.problem
     # certbot prints only the problem's detail and keeps its type in the debug log.
-    # The type proves that fleetca refused the name, not the client's own checks.
+    # The type proves that fleetca rejected the name, not the client's own checks.
     client_output = error.stdout + error.stderr + "".join(error.log_excerpts.values())
     assert REJECTED_IDENTIFIER in client_output
     assert OUTSIDE_NAME in error.stderr

@@ -135,7 +135,7 @@ async def account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls)
 
 
 async def account_orders(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls)
+    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True)
     assert auth.account is not None
     if auth.account.id != request.path_params["id"]:
         raise not_found("no such orders list for this account")

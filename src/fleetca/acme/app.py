@@ -22,14 +22,17 @@ from fleetca.acme import (
     finalize,
     key_change,
     orders,
+    renewal_info,
     revocation,
 )
 from fleetca.acme.context import AcmeContext
-from fleetca.acme.http import acme_endpoint, problem_response
+from fleetca.acme.http import acme_endpoint, add_common_headers, problem_response
 from fleetca.acme.nonces import NonceService
 from fleetca.acme.problems import AcmeProblem, method_not_allowed, not_found
 from fleetca.ca.registry import load_issuing_cas
 from fleetca.clock import Clock, SystemClock
+from fleetca.revocation.routes import revocation_routes
+from fleetca.revocation.service import RevocationService
 from fleetca.settings import Settings
 from fleetca.storage.database import Database
 from fleetca.validation.validator import Validator
@@ -67,17 +70,22 @@ def _routes() -> list[Route]:
         ("/authz/{id}", authorizations.authorization),
         ("/challenge/{id}", challenges.challenge),
         ("/cert/{id}", certificates.certificate),
+        ("/renewal-info/{cert_id}", renewal_info.renewal_info),
     ]
     return [Route("/acme/{ca}" + path, acme_endpoint(handler), methods=ALL_METHODS) for path, handler in table]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """Answer unknown paths and methods with a problem document and the usual ACME headers."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 404:
-        return problem_response(not_found(f"no ACME resource at {request.url.path}"))
-    if status == 405:
-        return problem_response(method_not_allowed(f"method {request.method} is not allowed here"))
-    return problem_response(AcmeProblem("malformed", "request could not be processed", status=status))
+        response = problem_response(not_found(f"no ACME resource at {request.url.path}"))
+    elif status == 405:
+        response = problem_response(method_not_allowed(f"method {request.method} is not allowed here"))
+    else:
+        response = problem_response(AcmeProblem("malformed", "request could not be processed", status=status))
+    add_common_headers(response, request.app.state.ctx, None)
+    return response
 
 
 async def _prune_nonces(ctx: AcmeContext) -> None:
@@ -98,13 +106,19 @@ def create_app(ctx: AcmeContext) -> Starlette:
         pruner = asyncio.get_running_loop().create_task(_prune_nonces(ctx))
         for name in ctx.cas:
             log.info("serving ACME directory %s/acme/%s/directory", ctx.base_url, name)
+        revocation_service.start_schedule()
         yield
+        await revocation_service.stop_schedule()
         pruner.cancel()
         for task in list(ctx.background_tasks):
             task.cancel()
         ctx.database.dispose()
 
-    app = Starlette(routes=_routes(), lifespan=lifespan,
+    # CRL shards and OCSP are served here too, for deployments that put both
+    # listeners behind one load balancer; certificates name the plain-HTTP URLs.
+    revocation_service = RevocationService(ctx.settings, ctx.database, ctx.cas, ctx.clock)
+    app = Starlette(routes=_routes() + revocation_routes(), lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.ctx = ctx
+    app.state.revocation = revocation_service
     return app

@@ -21,7 +21,7 @@ def leaf_pem(der: bytes) -> bytes:
 
 
 async def certificate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls)
+    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True)
     assert auth.account is not None
     with ctx.database.transaction() as repo:
         issued = repo.get_certificate(request.path_params["id"])

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from fleetca.acme.context import AcmeContext
 from fleetca.acme.http import json_response
 from fleetca.acme.problems import method_not_allowed
+from fleetca.acme.renewal_info import renewal_info_url
 from fleetca.acme.urls import Urls
 from fleetca.ca.registry import IssuingCa
 
@@ -26,6 +27,7 @@ async def directory(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         "revokeCert": urls.revoke_cert,
         "keyChange": urls.key_change,
         "newAuthz": urls.new_authz,
+        "renewalInfo": renewal_info_url(urls),
         "meta": meta,
     })
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from jwcrypto import jwk
@@ -22,7 +23,7 @@ from fleetca.acme.context import AcmeContext, emit_audit
 from fleetca.acme.http import authenticate, json_response
 from fleetca.acme.jws import b64url_decode
 from fleetca.acme.lifecycle import problem_json, refresh_order
-from fleetca.acme.problems import AcmeProblem, not_found
+from fleetca.acme.problems import AcmeProblem, malformed, not_found
 from fleetca.acme.urls import Urls
 from fleetca.acme.views import order_json
 from fleetca.ca.ca_profiles import DOMAIN_VALIDATED_POLICY, br_lifetime_cap
@@ -32,6 +33,7 @@ from fleetca.ca.lint import lint_certificate
 from fleetca.ca.profiles import CertificateProfile
 from fleetca.ca.registry import IssuingCa
 from fleetca.domain import IssuedCertificate, Order
+from fleetca.revocation import leaf_revocation_fields
 from fleetca.signing.issuer import LeafRequest, Linter, SigningRefused
 
 log = logging.getLogger("fleetca.issuance")
@@ -39,6 +41,13 @@ log = logging.getLogger("fleetca.issuance")
 # Leaf certificates start this far in the past, so that a device whose clock is
 # slightly behind accepts its new certificate at once.
 BACKDATE = timedelta(hours=1)
+
+
+def decode_csr(text: str) -> bytes:
+    try:
+        return b64url_decode(text, "csr")
+    except AcmeProblem as exc:
+        raise CsrRejected("'csr' is not valid base64url") from exc
 
 
 def leaf_request(ctx: AcmeContext, ca: IssuingCa, order: Order, profile: CertificateProfile,
@@ -55,8 +64,11 @@ def leaf_request(ctx: AcmeContext, ca: IssuingCa, order: Order, profile: Certifi
         policy_oids = (DOMAIN_VALIDATED_POLICY.dotted_string,)
         http_base = ctx.settings.server.http_base_url()
         ca_issuers_url = f"{http_base}/pki/ca/{ca.name}.crt" if http_base else None
+    serial_number = x509.random_serial_number()
+    _, crl_url, ocsp_url = leaf_revocation_fields(ctx.settings, ca, profile, serial_number)
     return LeafRequest(public_key=public_key, identifiers=tuple(order.identifiers), not_before=not_before,
-                       not_after=not_after, profile=profile, policy_oids=policy_oids, ca_issuers_url=ca_issuers_url)
+                       not_after=not_after, profile=profile, policy_oids=policy_oids, ca_issuers_url=ca_issuers_url,
+                       serial_number=serial_number, crl_url=crl_url, ocsp_url=ocsp_url)
 
 
 def make_linter(ca: IssuingCa) -> Linter:
@@ -83,8 +95,11 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
         raise AcmeProblem("orderNotReady", f"order is {current.status}, not ready; it cannot be finalized now")
 
     # Check the CSR before taking the order out of ready, so a refused CSR can be corrected.
+    csr_text = payload.get("csr")
+    if not isinstance(csr_text, str):
+        raise malformed("finalize needs 'csr', the base64url DER of a PKCS#10 request")
     try:
-        csr = load_csr(b64url_decode(payload.get("csr"), "csr"))
+        csr = load_csr(decode_csr(csr_text))
         check_csr_matches_order(csr, current.identifiers)
     except CsrRejected as exc:
         raise AcmeProblem("badCSR", str(exc)) from exc
@@ -121,7 +136,8 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
         id=new_id(), serial=format(certificate.serial_number, "x"), ca_name=ca.name, account_id=auth.account.id,
         order_id=order_id, der=certificate.public_bytes(serialization.Encoding.DER),
         not_before=certificate.not_valid_before_utc, not_after=certificate.not_valid_after_utc,
-        profile=profile.name, revoked_at=None, revocation_reason=None, eab_key_id=auth.account.eab_key_id)
+        profile=profile.name, revoked_at=None, revocation_reason=None, eab_key_id=auth.account.eab_key_id,
+        crl_shard=leaf_revocation_fields(ctx.settings, ca, profile, certificate.serial_number)[0])
     audit_details = {"serial": issued.serial, "account": auth.account.id, "order": order_id,
                      "identifiers": [i.value for i in current.identifiers], "profile": profile.name,
                      "not_after": issued.not_after.isoformat()}

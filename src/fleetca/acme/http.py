@@ -87,7 +87,7 @@ async def read_jws(request: Request) -> jws.ParsedJws:
 
 
 async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls, *,
-                       jwk_allowed: bool = False, kid_allowed: bool = True,
+                       jwk_allowed: bool = False, kid_allowed: bool = True, post_as_get_only: bool = False,
                        parsed: jws.ParsedJws | None = None) -> AuthenticatedRequest:
     """Verify a POST (RFC 8555 §6.2 to §6.5): key, signature, url, then nonce."""
     parsed = parsed or await read_jws(request)
@@ -120,7 +120,20 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
         request.state.account_id = account.id
         if account.status != "valid":
             raise unauthorized(f"account is {account.status}", status=401)
+    if post_as_get_only and not parsed.is_post_as_get:
+        # §6.3: resources that are only read take POST-as-GET, whose payload is empty.
+        raise malformed("this resource is read with POST-as-GET; the JWS payload must be empty")
     return AuthenticatedRequest(jws=parsed, key=key, account=account)
+
+
+def add_common_headers(response: Response, ctx: AcmeContext, directory_url: str | None) -> None:
+    """Add Replay-Nonce, Cache-Control and the Link to the directory to any ACME answer."""
+    response.headers["Replay-Nonce"] = ctx.nonces.issue(ctx.now())
+    response.headers["Cache-Control"] = "no-store"
+    if directory_url is not None:
+        link = f'<{directory_url}>;rel="index"'
+        existing = response.headers.get("Link")
+        response.headers["Link"] = f"{existing}, {link}" if existing else link
 
 
 def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -146,12 +159,7 @@ def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             problem_type = "serverInternal"
             response = problem_response(AcmeProblem("serverInternal", "internal server error; the event was logged"))
 
-        response.headers["Replay-Nonce"] = ctx.nonces.issue(ctx.now())
-        response.headers["Cache-Control"] = "no-store"
-        if ca_name in ctx.cas:
-            link = f'<{urls.directory}>;rel="index"'
-            existing = response.headers.get("Link")
-            response.headers["Link"] = f"{existing}, {link}" if existing else link
+        add_common_headers(response, ctx, urls.directory if ca_name in ctx.cas else None)
         request_log.info("request", extra={"event": {
             "method": request.method,
             "path": request.url.path,

@@ -14,6 +14,7 @@ from fleetca.acme.context import AcmeContext
 from fleetca.acme.http import authenticate, json_response
 from fleetca.acme.identifiers import parse_identifiers
 from fleetca.acme.lifecycle import refresh_order
+from fleetca.acme.renewal_info import check_replaces, mark_replaced
 from fleetca.acme.problems import AcmeProblem, malformed, not_found
 from fleetca.acme.urls import Urls
 from fleetca.acme.views import authorization_json, order_json
@@ -144,18 +145,24 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     with ctx.database.transaction() as repo:
         # A valid authorization of the same account that outlives the order is reused.
         eab_key = account_eab_key(repo, auth.account)
+        replaces = payload.get("replaces")
+        replaced_id = check_replaces(repo, auth.account.id, replaces, identifiers, now) if replaces is not None \
+            else None
         authz_ids = [authorization_for(repo, auth.account, ident, eab_key, now, lifetimes, order_expires)
                      for ident in identifiers]
         order = Order(id=new_id(), account_id=auth.account.id, status="pending", expires=order_expires,
                       identifiers=identifiers, authorization_ids=authz_ids, not_before=not_before,
-                      not_after=not_after, profile=profile.name, error=None, certificate_id=None, created_at=now)
+                      not_after=not_after, profile=profile.name, error=None, certificate_id=None, created_at=now,
+                      replaces=replaces)
         repo.add_order(order)
+        if replaced_id is not None:
+            mark_replaced(repo, replaced_id, order.id, now)
         order = refresh_order(repo, order, now)
     return json_response(order_json(order, urls), 201, {"Location": urls.order(order.id)})
 
 
 async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls)
+    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True)
     assert auth.account is not None
     with ctx.database.transaction() as repo:
         current = repo.get_order(request.path_params["id"])

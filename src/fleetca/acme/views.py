@@ -44,6 +44,8 @@ def order_json(order: Order, urls: Urls) -> dict[str, Any]:
         body["profile"] = order.profile
     if order.error is not None:
         body["error"] = order.error
+    if order.replaces is not None:
+        body["replaces"] = order.replaces
     if order.status == "valid" and order.certificate_id:
         body["certificate"] = urls.certificate(order.certificate_id)
     return body
