@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from acme_client import make_devices
 from loadgen import LoadResult, run_load
 from procstat import peak_rss_bytes, tree_cpu_seconds
-from profiling import PySpyRecorder
+from profiling import PySpyRecorder, summarize
 from report import Measurement, ratios_table, results_table, target_lines
 from responder import Http01Responder
 from servers import (
@@ -70,8 +70,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "work tree's src/ as it is (default HEAD)")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="record fleetca with py-spy during its timed flows into DIR; the CPU numbers "
-                             "of such a run include py-spy's interference and are not for comparison")
+                        help="profile fleetca during its timed flows into DIR: NAME.cpu.txt samples CPU time "
+                             "from inside the server, NAME.wall.txt is py-spy's wall-clock profile; the numbers "
+                             "of such a run include the profilers' overhead and are not for comparison")
     parser.add_argument("--keep", action="store_true", help="keep the work directory with server logs")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -133,8 +134,9 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
                                f"the first with {warmup.failed[0].error}")
 
     recorder = None
-    if args.profile and server.name.startswith("fleetca"):
-        recorder = PySpyRecorder(server.pid, args.profile / f"{server.name}.txt")
+    if isinstance(server, FleetcaServer) and server.cpu_profile is not None:
+        recorder = PySpyRecorder(server.pid, args.profile / f"{server.name}.wall.txt")
+        server.start_cpu_sampling()
     responder.counts.reset()
     log.info("%s: %d timed flows, %d at a time", server.name, args.count, args.concurrency)
     database_before = server.database_cpu_seconds()
@@ -144,7 +146,13 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
     cpu_after = tree_cpu_seconds(server.pid)
     database_after = server.database_cpu_seconds()
     if recorder is not None:
+        assert isinstance(server, FleetcaServer) and server.cpu_profile is not None
         recorder.stop()
+        await server.stop_cpu_sampling()
+        for profile in (server.cpu_profile, recorder.output):
+            summary = profile.with_name(profile.name.replace(".txt", "-summary.txt"))
+            summary.write_text(summarize(profile, 30, len(load.issued)) + "\n")
+            log.info("%s: profile summary in %s", server.name, summary)
     rss = peak_rss_bytes(server.pid)
 
     errors = [f"{f.device.name}: {f.error}" for f in load.failed]
@@ -197,6 +205,8 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
         await responder.start()
         for name in args.servers:
             server = make_server(name, args, workdir, dns.address, source)
+            if args.profile and isinstance(server, FleetcaServer):
+                server.profile_cpu(args.profile.resolve() / f"{name}.cpu.txt")
             load_average = os.getloadavg()[0]
             try:
                 measurement = await measure(server, args, dns, responder)

@@ -225,6 +225,23 @@ class FleetcaServer(ServerUnderTest):
         super().__init__(workdir, dns_address, http01_port)
         self.source = source
         self.data_dir = self.workdir / "data"
+        self.cpu_profile: Path | None = None
+
+    def profile_cpu(self, output: Path) -> None:
+        """Run the server under bench/cpu_sampler.py, which writes its profile to ``output``; call before start."""
+        self.cpu_profile = output
+
+    def start_cpu_sampling(self) -> None:
+        assert self.process is not None and self.cpu_profile is not None
+        self.process.process.send_signal(signal.SIGUSR1)
+
+    async def stop_cpu_sampling(self) -> None:
+        assert self.process is not None and self.cpu_profile is not None
+        self.cpu_profile.unlink(missing_ok=True)
+        self.process.process.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not self.cpu_profile.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def database_url(self) -> str | None:
         return None
@@ -232,7 +249,10 @@ class FleetcaServer(ServerUnderTest):
     def version(self) -> str:
         return self.source.description
 
-    def _command(self, *args: str) -> list[str]:
+    def _command(self, *args: str, profiled: bool = False) -> list[str]:
+        if profiled and self.cpu_profile is not None:
+            sampler = Path(__file__).with_name("cpu_sampler.py")
+            return [sys.executable, str(sampler), str(self.cpu_profile), *args]
         return [sys.executable, "-m", "fleetca", *args]
 
     async def start(self) -> None:
@@ -246,7 +266,7 @@ class FleetcaServer(ServerUnderTest):
         self.process = ManagedProcess(self.name, self._command(
             "serve", "--data-dir", str(self.data_dir), "--listen", f"{LOOPBACK}:{self.port}",
             "--http01-port", str(self.http01_port), "--tlsalpn01-port", str(free_port()),
-            "--dns-resolver", self.dns_address, *url_args,
+            "--dns-resolver", self.dns_address, *url_args, profiled=True,
         ), self.workdir / "server.log", env=env)
         self.directory_url = f"https://{LOOPBACK}:{self.port}/acme/default/directory"
         self.ca_file = str(self.data_dir / "root.pem")
