@@ -42,7 +42,8 @@ class FleetcaServer:
 
     def __init__(self, data_dir: Path, dns_address: str, ports: ChallengePorts, *,
                  permit_dns: tuple[str, ...] = (DEVICE_SUFFIX,), permit_ip: tuple[str, ...] = (),
-                 database_url: str | None = None, ca_name: str = "default") -> None:
+                 database_url: str | None = None, ca_name: str = "default",
+                 http_public_url: str | None = None, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.dns_address = dns_address
         self.ports = ports
@@ -51,6 +52,10 @@ class FleetcaServer:
         self.database_url = database_url
         self.ca_name = ca_name
         self.port = 0
+        # The plain-HTTP listener for CRLs and OCSP.
+        self.http_port = 0
+        self.http_public_url = http_public_url
+        self.env = env
         self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -61,6 +66,10 @@ class FleetcaServer:
     @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def http_base_url(self) -> str:
+        return self.http_public_url or f"http://127.0.0.1:{self.http_port}"
 
     def directory_url(self, ca_name: str | None = None) -> str:
         return f"{self.base_url}/acme/{ca_name or self.ca_name}/directory"
@@ -79,16 +88,21 @@ class FleetcaServer:
         if self._process is not None:
             raise FleetcaError("fleetca is already running")
         self.port = self.port or free_port()
+        self.http_port = self.http_port or free_port()
         command = [sys.executable, "-m", "fleetca", "serve", "--data-dir", str(self.data_dir),
                    "--listen", f"127.0.0.1:{self.port}",
                    "--http01-port", str(self.ports.http01), "--tlsalpn01-port", str(self.ports.tlsalpn01),
-                   "--dns-resolver", self.dns_address]
+                   "--dns-resolver", self.dns_address, "--http-listen", f"127.0.0.1:{self.http_port}"]
+        if self.http_public_url:
+            command += ["--http-public-url", self.http_public_url]
         if self.database_url:
             command += ["--database-url", self.database_url]
         with self.log_path.open("ab") as log:
             log.write(b"--- start ---\n")
-        self._process = start_server_process(command, self.log_path.with_suffix(".current.log"))
-        if not wait_for_tcp_port(self.port, self._process, START_TIMEOUT_SECONDS):
+        environment = {**os.environ, **self.env} if self.env else None
+        self._process = start_server_process(command, self.log_path.with_suffix(".current.log"), environment)
+        if not (wait_for_tcp_port(self.port, self._process, START_TIMEOUT_SECONDS)
+                and wait_for_tcp_port(self.http_port, self._process, START_TIMEOUT_SECONDS)):
             output = self.read_log()
             self.stop()
             raise FleetcaError(f"fleetca did not listen on 127.0.0.1:{self.port}:\n{output}")

@@ -75,12 +75,18 @@ def serve(
     dns_resolver: Optional[str] = typer.Option(None, "--dns-resolver", help="HOST:PORT of the DNS resolver used "
                                                "for validation (default: the system's resolvers)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    http_listen: Optional[str] = typer.Option(None, "--http-listen", help="HOST:PORT to serve CRLs and OCSP over "
+                                              "plain HTTP on (default 127.0.0.1:8080)."),
+    http_public_url: Optional[str] = typer.Option(None, "--http-public-url", help="Base URL that certificates "
+                                                  "name for CRLs and OCSP, when it differs from http://HTTP_LISTEN."),
 ) -> None:
     """Serve ACME over HTTPS. An empty data directory gets a demo CA for devices.example.test first."""
     import uvicorn
 
     from fleetca.acme.app import build_context, create_app
     from fleetca.logs import configure_logging
+    from fleetca.revocation.listener import serve_all
+    from fleetca.revocation.routes import create_http_app
     from fleetca.signing.authority import issue_server_tls_certificate, server_certificate_covers
 
     configure_logging(log_level)
@@ -96,6 +102,10 @@ def serve(
         server["listen"] = listen
     if public_url:
         server["public_url"] = public_url
+    if http_listen:
+        server["http_listen"] = http_listen
+    if http_public_url:
+        server["http_public_url"] = http_public_url
     validation: dict[str, object] = {}
     for key, value in (("http01_port", http01_port), ("tlsalpn01_port", tlsalpn01_port),
                        ("dns_resolver", dns_resolver)):
@@ -118,9 +128,17 @@ def serve(
         return
     if not ctx.cas:
         _fail(f"no active issuing CA in {data_dir}; create one with `fleetca ca create`")
-    uvicorn.run(create_app(ctx), host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
-                ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
-                log_level=log_level, timeout_graceful_shutdown=5)
+    acme_app = create_app(ctx)
+    configs = [uvicorn.Config(acme_app, host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
+                              ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
+                              log_level=log_level, timeout_graceful_shutdown=5)]
+    if settings.server.http_listen:
+        # CRLs and OCSP go over plain HTTP on a second listener, without the ACME routes.
+        http_host, http_port = parse_host_port(settings.server.http_listen)
+        configs.append(uvicorn.Config(create_http_app(acme_app.state.revocation), host=http_host, port=http_port,
+                                      lifespan="off", log_config=None, access_log=False, log_level=log_level,
+                                      timeout_graceful_shutdown=5))
+    serve_all(configs)
 
 
 @app.command("db-upgrade")

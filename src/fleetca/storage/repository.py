@@ -21,8 +21,10 @@ from fleetca.storage.tables import (
     authorizations,
     certificates,
     challenges,
+    crl_shards,
     eab_keys,
     issuing_cas,
+    job_leases,
     order_authorizations,
     orders,
     service_secrets,
@@ -352,3 +354,136 @@ class Repository:
         if event is not None:
             query = query.where(audit_events.c.event == event)
         return [dict(r._mapping) for r in self.conn.execute(query).all()]
+
+    # Revocation: CRL shards, single-runner leases, operator selections and ARI.
+
+    def revoked_in_shard(self, ca_name: str, shard: int,
+                         expired_before: datetime) -> list[tuple[str, datetime, int | None]]:
+        """(serial, revoked_at, reason) of the shard's revoked certificates not expired before ``expired_before``."""
+        rows = self.conn.execute(
+            select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)
+            .where(and_(certificates.c.ca_name == ca_name, certificates.c.crl_shard == shard,
+                        certificates.c.revoked_at.is_not(None), certificates.c.not_after >= expired_before))
+        ).all()
+        return [(r.serial, utc(r.revoked_at), r.revocation_reason) for r in rows]
+
+    def revocations_since(self, since: datetime) -> list[tuple[str, int, str, datetime]]:
+        """(ca_name, crl_shard, serial, revoked_at) of every revocation at or after ``since``."""
+        rows = self.conn.execute(
+            select(certificates.c.ca_name, certificates.c.crl_shard, certificates.c.serial, certificates.c.revoked_at)
+            .where(certificates.c.revoked_at >= since)
+        ).all()
+        return [(r.ca_name, r.crl_shard, r.serial, utc(r.revoked_at)) for r in rows]
+
+    def highest_crl_shard(self, ca_name: str) -> int | None:
+        """The highest shard any certificate of the CA was assigned, or None without certificates."""
+        return self.conn.execute(
+            select(func.max(certificates.c.crl_shard)).where(certificates.c.ca_name == ca_name)
+        ).scalar()
+
+    def crl_shard_states(self, ca_name: str) -> dict[int, tuple[int, datetime, datetime]]:
+        """Shard -> (number, this_update, next_update) of the CA's published shards."""
+        rows = self.conn.execute(
+            select(crl_shards.c.shard, crl_shards.c.number, crl_shards.c.this_update, crl_shards.c.next_update)
+            .where(crl_shards.c.ca_name == ca_name)
+        ).all()
+        return {r.shard: (r.number, utc(r.this_update), utc(r.next_update)) for r in rows}
+
+    def get_crl_shard(self, ca_name: str, shard: int) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            select(crl_shards).where(and_(crl_shards.c.ca_name == ca_name, crl_shards.c.shard == shard))
+        ).first()
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        values["this_update"], values["next_update"] = utc(row.this_update), utc(row.next_update)
+        return values
+
+    def store_crl_shard(self, ca_name: str, shard: int, previous_number: int | None, number: int,
+                        this_update: datetime, next_update: datetime, der: bytes) -> bool:
+        """Replace the shard's CRL if its number is still ``previous_number`` (None: not yet published).
+
+        False means another process published this shard first, and nothing was written.
+        """
+        values = {"number": number, "this_update": this_update, "next_update": next_update, "der": der}
+        if previous_number is None:
+            try:
+                with self.conn.begin_nested():
+                    self.conn.execute(insert(crl_shards).values(ca_name=ca_name, shard=shard, **values))
+            except IntegrityError:
+                return False
+            return True
+        result = self.conn.execute(
+            update(crl_shards).where(and_(crl_shards.c.ca_name == ca_name, crl_shards.c.shard == shard,
+                                          crl_shards.c.number == previous_number)).values(**values)
+        )
+        return result.rowcount == 1
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
+        """Take or extend the lease ``name`` until ``expires_at``; False while another holder has it."""
+        taken = self.conn.execute(
+            update(job_leases).where(and_(job_leases.c.name == name,
+                                          (job_leases.c.holder == holder) | (job_leases.c.expires_at <= now)))
+            .values(holder=holder, expires_at=expires_at)
+        ).rowcount
+        if taken == 1:
+            return True
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(insert(job_leases).values(name=name, holder=holder, expires_at=expires_at))
+        except IntegrityError:
+            return False
+        return True
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self.conn.execute(delete(job_leases).where(and_(job_leases.c.name == name, job_leases.c.holder == holder)))
+
+    def get_lease(self, name: str) -> tuple[str, datetime] | None:
+        row = self.conn.execute(select(job_leases).where(job_leases.c.name == name)).first()
+        return (row.holder, utc(row.expires_at)) if row else None
+
+    def select_certificates(self, *, ca_name: str | None = None, profile: str | None = None,
+                            eab_key_id: str | None = None, account_id: str | None = None,
+                            serials: list[str] | None = None, valid_at: datetime | None = None,
+                            unrevoked: bool = False) -> list[tuple[str, str, str]]:
+        """(id, serial, ca_name) of the certificates matching every given criterion."""
+        query = select(certificates.c.id, certificates.c.serial, certificates.c.ca_name)
+        if ca_name is not None:
+            query = query.where(certificates.c.ca_name == ca_name)
+        if profile is not None:
+            query = query.where(certificates.c.profile == profile)
+        if eab_key_id is not None:
+            query = query.where(certificates.c.eab_key_id == eab_key_id)
+        if account_id is not None:
+            query = query.where(certificates.c.account_id == account_id)
+        if serials is not None:
+            query = query.where(certificates.c.serial.in_(serials))
+        if valid_at is not None:
+            query = query.where(certificates.c.not_after > valid_at)
+        if unrevoked:
+            query = query.where(certificates.c.revoked_at.is_(None))
+        return [(r.id, r.serial, r.ca_name) for r in self.conn.execute(query.order_by(certificates.c.id)).all()]
+
+    def set_renew_from(self, certificate_ids: list[str], renew_from: datetime) -> int:
+        return self.conn.execute(
+            update(certificates).where(certificates.c.id.in_(certificate_ids)).values(renew_from=renew_from)
+        ).rowcount
+
+    def mark_certificate_replaced(self, certificate_id: str, order_id: str, now: datetime) -> bool:
+        """Record ``order_id`` as the certificate's replacement (RFC 9773 §5).
+
+        It succeeds when no order replaces the certificate yet, or when the order
+        that did is invalid or expired unfinished; False means another order holds it.
+        """
+        dead_orders = select(orders.c.id).where(
+            (orders.c.status == "invalid")
+            | (orders.c.status.in_(["pending", "ready"]) & (orders.c.expires <= now)))
+        result = self.conn.execute(
+            update(certificates).where(and_(
+                certificates.c.id == certificate_id,
+                certificates.c.replaced_by_order.is_(None)
+                | (certificates.c.replaced_by_order == order_id)
+                | certificates.c.replaced_by_order.in_(dead_orders),
+            )).values(replaced_by_order=order_id)
+        )
+        return result.rowcount == 1
