@@ -54,7 +54,7 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
     thumbprint = jws.thumbprint(auth.key)
 
     # §7.3.1: a known key gets its existing account back, whatever else was sent.
-    with ctx.database.transaction() as repo:
+    with ctx.database.read() as repo:
         existing = repo.find_account_by_key(ca.name, thumbprint)
     if existing is not None:
         request.state.account_id = existing.id

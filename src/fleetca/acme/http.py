@@ -103,7 +103,7 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
         if not kid_allowed:
             raise malformed("this request must carry the account's public key in 'jwk', not 'kid'")
         account_id = urls.account_id_from_kid(parsed.kid or "")
-        with ctx.database.transaction() as repo:
+        with ctx.database.read() as repo:
             account = repo.get_account(account_id) if account_id else None
         if account is None or account.ca_name != ca.name:
             raise AcmeProblem("accountDoesNotExist", f"no account at {parsed.kid!r}")

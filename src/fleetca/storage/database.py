@@ -19,6 +19,10 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+READ_ONLY = "fleetca_read_only"
+NOT_DURABLE = "fleetca_not_durable"
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and fully synchronous commits."""
     if url.startswith("sqlite"):
@@ -38,6 +42,14 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            options = conn.get_execution_options()
+            if options.get(READ_ONLY):
+                # A read needs no lock in WAL mode; it sees the last committed state.
+                conn.exec_driver_sql("BEGIN")
+                return
+            # NORMAL skips the fsync of this commit; it survives a process crash but
+            # not a power loss. Only the used-nonce table is written this way.
+            conn.exec_driver_sql("PRAGMA synchronous=" + ("NORMAL" if options.get(NOT_DURABLE) else "FULL"))
             # IMMEDIATE takes the write lock up front, so two writers queue on the
             # busy timeout instead of failing later with "database is locked".
             conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -45,7 +57,16 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+    @event.listens_for(engine, "begin")
+    def _postgres_begin(conn):  # type: ignore[no-untyped-def]
+        if conn.get_execution_options().get(NOT_DURABLE):
+            # The commit returns before the WAL reaches disk; a crash loses at most
+            # the last few hundred milliseconds of such commits.
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+    return engine
 
 
 def migrate(url: str) -> None:
@@ -64,9 +85,21 @@ class Database:
         self.engine = make_engine(url)
 
     @contextmanager
-    def transaction(self) -> Iterator[Repository]:
-        with self.engine.begin() as conn:
-            yield Repository(conn)
+    def transaction(self, *, durable: bool = True) -> Iterator[Repository]:
+        """A read-write transaction; ``durable=False`` trades power-loss safety of its commit for speed."""
+        with self.engine.connect() as conn:
+            if not durable:
+                conn = conn.execution_options(**{NOT_DURABLE: True})
+            with conn.begin():
+                yield Repository(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Repository]:
+        """A read-only transaction that takes no write lock."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                yield Repository(conn)
 
     def dispose(self) -> None:
         self.engine.dispose()
