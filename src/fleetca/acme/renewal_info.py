@@ -84,7 +84,7 @@ def parse_cert_id(text: str) -> tuple[bytes, int]:
     return key_identifier, serial_number
 
 
-def _spread(serial: str) -> float:
+def spread_fraction(serial: str) -> float:
     """A number in [0, 1) that is fixed for the serial and uniform over many serials."""
     digest = hashlib.sha256(serial.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -99,7 +99,7 @@ def suggested_window(certificate: IssuedCertificate) -> tuple[datetime, datetime
     width = lifetime * WINDOW_WIDTH
     earliest = certificate.not_before + lifetime * WINDOW_REGION[0]
     room = lifetime * (WINDOW_REGION[1] - WINDOW_REGION[0]) - width
-    start = earliest + room * _spread(certificate.serial)
+    start = earliest + room * spread_fraction(certificate.serial)
     end = start + width
 
     if certificate.renew_from is not None and certificate.renew_from < end:

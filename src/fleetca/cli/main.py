@@ -14,6 +14,7 @@ from fleetca.ca.publication import ensure_root_crl
 from fleetca.ca.constraints import NameConstraints
 from fleetca.cli.ca import ca_app
 from fleetca.cli.eab import eab_app
+from fleetca.cli.revocation import register as register_revocation_commands
 from fleetca.clock import SystemClock
 from fleetca.settings import load_settings, parse_host_port
 from fleetca.signing.keys import KeyFileError
@@ -23,6 +24,7 @@ app = typer.Typer(help="fleetca: an ACME CA for device fleets, issuing from tech
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(ca_app, name="ca")
 app.add_typer(eab_app, name="eab")
+register_revocation_commands(app)
 
 console = Console(stderr=True)
 DEFAULT_DATA_DIR = Path("fleetca-data")

@@ -1,0 +1,204 @@
+"""``fleetca revoke``, ``fleetca renew-now`` and ``fleetca crl``: revocation and renewal for a fleet."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fleetca.clock import SystemClock
+from fleetca.revocation.operator import (
+    OPERATOR_REASONS,
+    Selection,
+    SelectionError,
+    normalize_serial,
+    reason_code,
+    renew_now,
+    revoke,
+)
+from fleetca.settings import Settings, load_settings
+from fleetca.signing.keys import KeyFileError
+from fleetca.storage.database import Database
+
+crl_app = typer.Typer(help="Publish and inspect the CRL shards.", no_args_is_help=True)
+console = Console(stderr=True)
+DEFAULT_DATA_DIR = Path("fleetca-data")
+DataDirOption = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Directory holding settings, keys and the database.")
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=1)
+
+
+def parse_spread(text: str) -> timedelta:
+    """Parse "0", "90s", "30m", "2h" or "1d"."""
+    if text.strip() == "0":
+        return timedelta(0)
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise SelectionError(f"invalid duration {text!r}; use a number with s, m, h or d, such as 2h")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _selection(ca: str | None, profile: str | None, eab_key: str | None, account: str | None,
+               serials: list[str], serials_file: Path | None) -> Selection:
+    chosen = [normalize_serial(s) for s in serials]
+    if serials_file is not None:
+        try:
+            lines = serials_file.read_text().split()
+        except OSError as exc:
+            raise SelectionError(f"cannot read {serials_file}: {exc.strerror}") from exc
+        chosen += [normalize_serial(line) for line in lines]
+    return Selection(ca_name=ca, profile=profile, eab_key_id=eab_key, account_id=account,
+                     serials=tuple(chosen) if serials or serials_file is not None else None)
+
+
+def _publish(settings: Settings, database: Database) -> None:
+    """Publish the shards that a revocation made due, unless a running server holds the lease."""
+    from fleetca.ca.registry import load_issuing_cas
+    from fleetca.revocation.publisher import CrlPublisher
+
+    publisher = CrlPublisher(settings, database, load_issuing_cas(database, settings.data_dir), SystemClock())
+    published = publisher.publish()
+    if published is None:
+        console.print("a running fleetca is publishing CRL shards now; it includes these revocations within "
+                      f"{settings.crl.check_seconds:g} s")
+    else:
+        console.print(f"published {len(published)} CRL shard(s)")
+
+
+ReasonOption = typer.Option(..., "--reason", help=f"Revocation reason: {', '.join(OPERATOR_REASONS)}.")
+
+
+def revoke_command(
+    data_dir: Path = DataDirOption,
+    serial: list[str] = typer.Option([], "--serial", help="Serial in hexadecimal. Repeat for several."),
+    serials_file: Optional[Path] = typer.Option(None, "--serials-file", help="File of serials, one per line."),
+    account: Optional[str] = typer.Option(None, "--account", help="Every certificate of this ACME account id."),
+    eab_key: Optional[str] = typer.Option(None, "--eab-key", help="Every certificate of accounts bound to this "
+                                          "EAB key id."),
+    ca: Optional[str] = typer.Option(None, "--ca", help="Only certificates of this issuing CA."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Only certificates of this profile."),
+    all_of_ca: bool = typer.Option(False, "--all", help="Confirm revoking every certificate of --ca when no other "
+                                   "criterion is given."),
+    reason: str = ReasonOption,
+    publish: bool = typer.Option(True, "--publish/--no-publish", help="Publish the changed CRL shards at once "
+                                 "when no running server is publishing."),
+) -> None:
+    """Revoke unexpired certificates chosen by serial, account, EAB key, CA or profile (criteria combine)."""
+    from fleetca.logs import configure_logging
+
+    configure_logging("info")
+    try:
+        selection = _selection(ca, profile, eab_key, account, serial, serials_file)
+        code = reason_code(reason)
+    except SelectionError as exc:
+        _fail(str(exc))
+        return
+    only_ca = ca is not None and Selection(ca_name=ca) == selection
+    if only_ca and not all_of_ca:
+        _fail(f"this revokes every certificate of issuing CA {ca}; add --all to confirm")
+    settings = load_settings(data_dir)
+    database = Database(settings.resolved_database_url())
+    try:
+        result = revoke(database, selection, code, SystemClock().now(), getpass.getuser())
+        console.print(f"revoked {len(result.revoked)} of {result.matched} matching unexpired certificate(s)")
+        if result.revoked and publish:
+            _publish(settings, database)
+    except (SelectionError, KeyFileError) as exc:
+        _fail(str(exc))
+    finally:
+        database.dispose()
+
+
+def renew_now_command(
+    data_dir: Path = DataDirOption,
+    serial: list[str] = typer.Option([], "--serial", help="Serial in hexadecimal. Repeat for several."),
+    serials_file: Optional[Path] = typer.Option(None, "--serials-file", help="File of serials, one per line."),
+    account: Optional[str] = typer.Option(None, "--account", help="Every certificate of this ACME account id."),
+    eab_key: Optional[str] = typer.Option(None, "--eab-key", help="Every certificate of accounts bound to this "
+                                          "EAB key id."),
+    ca: Optional[str] = typer.Option(None, "--ca", help="Every certificate of this issuing CA."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="Every certificate of this profile."),
+    over: str = typer.Option("0", "--over", help="Spread the new windows over this long (e.g. 2h) instead of "
+                             "ending them all now."),
+) -> None:
+    """Move the ARI renewal window of the chosen certificates to now, so ARI clients renew at their next check."""
+    from fleetca.logs import configure_logging
+
+    configure_logging("warning")
+    try:
+        selection = _selection(ca, profile, eab_key, account, serial, serials_file)
+        spread = parse_spread(over)
+    except SelectionError as exc:
+        _fail(str(exc))
+        return
+    settings = load_settings(data_dir)
+    database = Database(settings.resolved_database_url())
+    try:
+        changed = renew_now(database, selection, SystemClock().now(), getpass.getuser(), spread)
+    except SelectionError as exc:
+        _fail(str(exc))
+        return
+    finally:
+        database.dispose()
+    when = "now" if not spread else f"between now and {over} from now"
+    console.print(f"{changed} certificate(s) now suggest renewal {when}; clients see it at their next "
+                  f"renewalInfo check (Retry-After {settings.ari.retry_after_seconds} s)")
+
+
+@crl_app.command("publish")
+def crl_publish(
+    data_dir: Path = DataDirOption,
+    force: bool = typer.Option(False, "--force", help="Sign every shard anew, not only the due ones."),
+) -> None:
+    """Publish the due CRL shards now, unless a running server is publishing them."""
+    settings = load_settings(data_dir)
+    database = Database(settings.resolved_database_url())
+    try:
+        from fleetca.ca.registry import load_issuing_cas
+        from fleetca.revocation.publisher import CrlPublisher
+
+        publisher = CrlPublisher(settings, database, load_issuing_cas(database, data_dir), SystemClock())
+        published = publisher.publish(force=force)
+    except KeyFileError as exc:
+        _fail(str(exc))
+        return
+    finally:
+        database.dispose()
+    if published is None:
+        _fail("another fleetca process is publishing CRL shards now, or no plain-HTTP URL is configured; "
+              "try again in a minute")
+        return
+    console.print(f"published {len(published)} CRL shard(s)")
+
+
+@crl_app.command("status")
+def crl_status(data_dir: Path = DataDirOption, ca: Optional[str] = typer.Option(None, "--ca")) -> None:
+    """List the published shards with their CRL number, thisUpdate and nextUpdate."""
+    settings = load_settings(data_dir)
+    database = Database(settings.resolved_database_url())
+    table = Table("CA", "shard", "number", "thisUpdate", "nextUpdate")
+    with database.transaction() as repo:
+        names = [ca] if ca else [row["name"] for row in repo.list_issuing_cas()]
+        for name in names:
+            for shard, (number, this_update, next_update) in sorted(repo.crl_shard_states(name).items()):
+                table.add_row(name, str(shard), str(number), this_update.isoformat(), next_update.isoformat())
+    database.dispose()
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the top-level ``fleetca`` command."""
+    app.command("revoke")(revoke_command)
+    app.command("renew-now")(renew_now_command)
+    app.add_typer(crl_app, name="crl")
