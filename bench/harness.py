@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import serialization
 
 from acme_client import make_devices
 from loadgen import LoadResult, run_load
-from procstat import peak_rss_bytes, tree_cpu_seconds
+from procstat import machine_busy_seconds, peak_rss_bytes, tree_cpu_seconds
 from profiling import PySpyRecorder, summarize
-from report import Measurement, ratios_table, results_table, target_lines
+from report import Measurement, combine, ratios_table, results_table, target_lines
 from responder import Http01Responder
 from servers import (
     DEVICE_DOMAIN,
@@ -52,12 +52,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=300, help="timed device flows per server (default 300)")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="device flows in progress at once (default 16)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every server this many times, in turns, and pool the results (default 1)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untimed flows before the timed ones (default: the concurrency)")
     parser.add_argument("--servers", default=",".join(ALL_SERVERS),
                         help=f"comma-separated servers to run, in order (default {','.join(ALL_SERVERS)})")
     parser.add_argument("--time-limit", type=float, default=600,
                         help="seconds after which no new flow starts, per server and phase (default 600)")
+    parser.add_argument("--quiet-wait", type=float, default=60,
+                        help="seconds to wait, before each server, for other processes to leave the CPUs idle "
+                             "(default 60)")
     parser.add_argument("--dns-port", type=int, default=53,
                         help="loopback UDP/TCP port of the DNS server; Caddy needs 53 (default 53)")
     parser.add_argument("--http01-port", type=int, default=80,
@@ -79,8 +84,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.servers) - set(ALL_SERVERS)
     if unknown:
         parser.error(f"unknown server(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL_SERVERS)}")
-    if args.count < 1 or args.concurrency < 1:
-        parser.error("--count and --concurrency must be at least 1")
+    if args.count < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--count, --concurrency and --rounds must be at least 1")
     if args.warmup is None:
         args.warmup = args.concurrency
     return args
@@ -117,8 +122,30 @@ def check_certificates(load: LoadResult) -> list[str]:
     return problems
 
 
+async def wait_for_quiet_machine(max_wait: float) -> None:
+    """Wait up to ``max_wait`` seconds for a second in which other processes use under 10 % of one core."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy_before, own_before = machine_busy_seconds(), _own_cpu_seconds()
+        await asyncio.sleep(1.0)
+        busy = machine_busy_seconds() - busy_before - (_own_cpu_seconds() - own_before)
+        if busy < 0.1:
+            return
+        if time.monotonic() > deadline:
+            log.warning("other processes still use %.0f%% of a core after %.0f s of waiting; measuring anyway",
+                        100 * busy, max_wait)
+            return
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsServer,
                   responder: Http01Responder) -> Measurement:
+    await wait_for_quiet_machine(args.quiet_wait)
+    load_average = os.getloadavg()[0]
     tag = secrets.token_hex(3)
     warmup_devices = make_devices(f"w{tag}", args.warmup, DEVICE_DOMAIN)
     devices = make_devices(tag, args.count, DEVICE_DOMAIN)
@@ -135,14 +162,17 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
 
     recorder = None
     if isinstance(server, FleetcaServer) and server.cpu_profile is not None:
-        recorder = PySpyRecorder(server.pid, args.profile / f"{server.name}.wall.txt")
+        recorder = PySpyRecorder(server.pid, server.cpu_profile.with_name(
+            server.cpu_profile.name.replace(".cpu.txt", ".wall.txt")))
         server.start_cpu_sampling()
     responder.counts.reset()
     log.info("%s: %d timed flows, %d at a time", server.name, args.count, args.concurrency)
     database_before = server.database_cpu_seconds()
     cpu_before = tree_cpu_seconds(server.pid)
+    machine_before = machine_busy_seconds()
     load = await run_load(server.directory_url, server.ca_file, devices, args.concurrency, responder,
                           args.time_limit)
+    machine_after = machine_busy_seconds()
     cpu_after = tree_cpu_seconds(server.pid)
     database_after = server.database_cpu_seconds()
     if recorder is not None:
@@ -155,6 +185,9 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
             log.info("%s: profile summary in %s", server.name, summary)
     rss = peak_rss_bytes(server.pid)
 
+    server_cpu = cpu_after - cpu_before
+    database_cpu = sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items())
+    other_cpu = max(0.0, machine_after - machine_before - server_cpu - database_cpu - load.generator_cpu_seconds)
     errors = [f"{f.device.name}: {f.error}" for f in load.failed]
     if load.stopped_early:
         errors.append(f"time limit of {args.time_limit:.0f} s reached; {load.unstarted} flows never started")
@@ -163,13 +196,13 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
     return Measurement(
         server=server.name, version=server.version(), issued=len(load.issued), failed=len(load.failed),
         wall_seconds=load.wall_seconds, latencies_ms=[f.seconds * 1000 for f in load.issued],
-        server_cpu_seconds=cpu_after - cpu_before,
-        database_cpu_seconds=sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items()),
+        server_cpu_seconds=server_cpu, database_cpu_seconds=database_cpu,
         peak_rss_bytes=rss, generator_cpu_seconds=load.generator_cpu_seconds,
         requests=sum(f.requests for f in load.issued), connects=load.connects,
         bad_nonce_retries=load.bad_nonce_retries, responder_answers=responder.counts.answered,
         responder_rejects=responder.counts.wrong_host + responder.counts.unknown, dns_queries=dns_queries,
-        certificates_checked=len(load.issued), errors=errors,
+        certificates_checked=len(load.issued), load_average=load_average, other_cpu_seconds=other_cpu,
+        errors=errors,
     )
 
 
@@ -203,23 +236,23 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
     try:
         await dns.wait_ready()
         await responder.start()
-        for name in args.servers:
-            server = make_server(name, args, workdir, dns.address, source)
-            if args.profile and isinstance(server, FleetcaServer):
-                server.profile_cpu(args.profile.resolve() / f"{name}.cpu.txt")
-            load_average = os.getloadavg()[0]
-            try:
-                measurement = await measure(server, args, dns, responder)
-            finally:
-                server.stop()
-                server.cleanup()
-            measurements.append(measurement)
-            log.info("%s: %d issued, %d failed, %.1f certificates/s, %.1f ms CPU per certificate "
-                     "(1-minute load average before the run: %.2f)", name, measurement.issued,
-                     measurement.failed, measurement.certificates_per_second,
-                     measurement.cpu_ms_per_certificate(), load_average)
-            for error in measurement.errors[:5]:
-                log.warning("%s: %s", name, error)
+        for round_number in range(1, args.rounds + 1):
+            for name in args.servers:
+                server = make_server(name, args, workdir / f"round{round_number}", dns.address, source)
+                if args.profile and isinstance(server, FleetcaServer):
+                    server.profile_cpu(args.profile.resolve() / f"{name}.round{round_number}.cpu.txt")
+                try:
+                    measurement = await measure(server, args, dns, responder)
+                finally:
+                    server.stop()
+                    server.cleanup()
+                measurements.append(measurement)
+                log.info("%s, round %d: %d issued, %d failed, %.1f certificates/s, %.1f ms CPU per certificate "
+                         "(1-minute load average before the run: %.2f)", name, round_number, measurement.issued,
+                         measurement.failed, measurement.certificates_per_second,
+                         measurement.cpu_ms_per_certificate(), measurement.load_average)
+                for error in measurement.errors[:5]:
+                    log.warning("%s: %s", name, error)
     finally:
         await responder.stop()
         dns.stop()
@@ -234,14 +267,17 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    measurements = asyncio.run(run(args))
+    rounds = asyncio.run(run(args))
+    measurements = [combine([r for r in rounds if r.server == name]) for name in args.servers
+                    if any(r.server == name for r in rounds)]
 
     print()
     print(f"bench/run {' '.join(argv)}")
     print(f"started {started}; machine: {machine_description()}")
-    print(f"{args.count} timed flows per server, concurrency {args.concurrency}, {args.warmup} warm-up flows")
+    print(f"{args.count} timed flows per server and round, concurrency {args.concurrency}, {args.warmup} warm-up "
+          f"flows, {args.rounds} round(s)")
     for m in measurements:
-        print(f"  {m.server}: {m.version}")
+        print(f"  {m.server}: {m.version}; highest 1-minute load average before a round: {m.load_average:.2f}")
     print()
     print(results_table(measurements))
     print()
@@ -251,7 +287,8 @@ def main(argv: list[str]) -> int:
         print(line)
     if args.json:
         args.json.write_text(json.dumps({"command": ["bench/run", *argv], "machine": machine_description(),
-                                         "started": started, "results": [m.to_json() for m in measurements]},
+                                         "started": started, "rounds": [m.to_json() for m in rounds],
+                                         "pooled": [m.to_json() for m in measurements]},
                                         indent=2))
     return 1 if any(m.errors for m in measurements) else 0
 

@@ -67,3 +67,10 @@ def peak_rss_bytes(pid: int) -> int:
 def total_cpu_seconds(pids: list[int]) -> dict[int, float]:
     """Return the CPU seconds of each pid that is still alive."""
     return {pid: process_cpu_seconds(pid) for pid in pids if _stat_fields(pid) is not None}
+
+
+def machine_busy_seconds() -> float:
+    """Return the CPU seconds all cores have spent busy since boot (every /proc/stat state but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS_PER_SECOND

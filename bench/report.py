@@ -29,7 +29,10 @@ class Measurement:
     responder_rejects: int
     dns_queries: int
     certificates_checked: int
+    load_average: float  # 1-minute load average just before the server started
+    other_cpu_seconds: float  # CPU of every other process during the timed phase, the DNS server included
     errors: list[str] = field(default_factory=list)
+    round_rates: list[float] = field(default_factory=list)  # certificates/s of each round, when combined
 
     @property
     def certificates_per_second(self) -> float:
@@ -57,19 +60,48 @@ class Measurement:
         return data
 
 
+def combine(rounds: list[Measurement]) -> Measurement:
+    """Pool the rounds of one server: counts, times and CPU add up, latencies are merged, RSS is the maximum."""
+    first = rounds[0]
+    return Measurement(
+        server=first.server, version=first.version,
+        issued=sum(r.issued for r in rounds), failed=sum(r.failed for r in rounds),
+        wall_seconds=sum(r.wall_seconds for r in rounds),
+        latencies_ms=[ms for r in rounds for ms in r.latencies_ms],
+        server_cpu_seconds=sum(r.server_cpu_seconds for r in rounds),
+        database_cpu_seconds=sum(r.database_cpu_seconds for r in rounds),
+        peak_rss_bytes=max(r.peak_rss_bytes for r in rounds),
+        generator_cpu_seconds=sum(r.generator_cpu_seconds for r in rounds),
+        requests=sum(r.requests for r in rounds), connects=sum(r.connects for r in rounds),
+        bad_nonce_retries=sum(r.bad_nonce_retries for r in rounds),
+        responder_answers=sum(r.responder_answers for r in rounds),
+        responder_rejects=sum(r.responder_rejects for r in rounds),
+        dns_queries=sum(r.dns_queries for r in rounds),
+        certificates_checked=sum(r.certificates_checked for r in rounds),
+        load_average=max(r.load_average for r in rounds),
+        other_cpu_seconds=sum(r.other_cpu_seconds for r in rounds),
+        errors=[e for r in rounds for e in r.errors],
+        round_rates=[r.certificates_per_second for r in rounds],
+    )
+
+
 def results_table(measurements: list[Measurement]) -> str:
-    header = ("| server | issued | failed | certs/s | p50 ms | p99 ms | server CPU ms/cert | of which DB | server core use | "
-              "peak RSS MiB | generator CPU ms/cert | generator core use | requests/cert | DNS queries/cert |")
+    header = ("| server | issued | failed | certs/s | certs/s per round | p50 ms | p99 ms | server CPU ms/cert "
+              "| of which DB | server core use | "
+              "peak RSS MiB | generator CPU ms/cert | generator core use | rest of machine core use | requests/cert "
+              "| DNS queries/cert |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for m in measurements:
         issued = max(m.issued, 1)
         lines.append(
             f"| {m.server} | {m.issued} | {m.failed} | {m.certificates_per_second:.1f} "
+            f"| {' '.join(f'{rate:.0f}' for rate in m.round_rates) or '-'} "
             f"| {m.latency_percentile_ms(50):.0f} | {m.latency_percentile_ms(99):.0f} "
             f"| {m.cpu_ms_per_certificate():.1f} | {m.database_cpu_seconds * 1000 / issued:.1f} "
             f"| {100 * (m.server_cpu_seconds + m.database_cpu_seconds) / m.wall_seconds:.0f}% "
             f"| {m.peak_rss_bytes / 2**20:.0f} | {m.generator_cpu_seconds * 1000 / issued:.1f} "
             f"| {100 * m.generator_cpu_seconds / m.wall_seconds:.0f}% "
+            f"| {100 * m.other_cpu_seconds / m.wall_seconds:.0f}% "
             f"| {m.requests / issued:.1f} | {m.dns_queries / issued:.1f} |")
     return "\n".join(lines)
 
