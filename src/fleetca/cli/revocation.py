@@ -22,7 +22,7 @@ from fleetca.revocation.operator import (
     renew_now,
     revoke,
 )
-from fleetca.settings import Settings, load_settings
+from fleetca.settings import load_settings
 from fleetca.signing.keys import KeyFileError
 from fleetca.storage.database import Database
 
@@ -62,20 +62,6 @@ def _selection(ca: str | None, profile: str | None, eab_key: str | None, account
                      serials=tuple(chosen) if serials or serials_file is not None else None)
 
 
-def _publish(settings: Settings, database: Database) -> None:
-    """Publish the shards that a revocation made due, unless a running server holds the lease."""
-    from fleetca.ca.registry import load_issuing_cas
-    from fleetca.revocation.publisher import CrlPublisher
-
-    publisher = CrlPublisher(settings, database, load_issuing_cas(database, settings.data_dir), SystemClock())
-    published = publisher.publish()
-    if published is None:
-        console.print("a running fleetca is publishing CRL shards now; it includes these revocations within "
-                      f"{settings.crl.check_seconds:g} s")
-    else:
-        console.print(f"published {len(published)} CRL shard(s)")
-
-
 ReasonOption = typer.Option(..., "--reason", help=f"Revocation reason: {', '.join(OPERATOR_REASONS)}.")
 
 
@@ -91,8 +77,6 @@ def revoke_command(
     all_of_ca: bool = typer.Option(False, "--all", help="Confirm revoking every certificate of --ca when no other "
                                    "criterion is given."),
     reason: str = ReasonOption,
-    publish: bool = typer.Option(True, "--publish/--no-publish", help="Publish the changed CRL shards at once "
-                                 "when no running server is publishing."),
 ) -> None:
     """Revoke unexpired certificates chosen by serial, account, EAB key, CA or profile (criteria combine)."""
     from fleetca.logs import configure_logging
@@ -111,10 +95,10 @@ def revoke_command(
     database = Database(settings.resolved_database_url())
     try:
         result = revoke(database, selection, code, SystemClock().now(), getpass.getuser())
-        console.print(f"revoked {len(result.revoked)} of {result.matched} matching unexpired certificate(s)")
-        if result.revoked and publish:
-            _publish(settings, database)
-    except (SelectionError, KeyFileError) as exc:
+        console.print(f"revoked {len(result.revoked)} of {result.matched} matching unexpired certificate(s); "
+                      f"running servers publish the CRL shards within {settings.crl.check_seconds:g} s, "
+                      "and OCSP responses show the revocation at once")
+    except SelectionError as exc:
         _fail(str(exc))
     finally:
         database.dispose()

@@ -56,6 +56,16 @@ def crl_number(previous: int | None, this_update: datetime) -> int:
     return max(from_clock, (previous or 0) + 1)
 
 
+def distribution_point_url(der: bytes) -> str | None:
+    """Return the URL in a CRL's issuingDistributionPoint, or None without one."""
+    try:
+        idp = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    names = idp.value.full_name or []
+    return str(names[0].value) if names else None
+
+
 class CrlPublisher:
     """Signs and stores the CRL shards of every issuing CA that one process serves."""
 
@@ -157,13 +167,22 @@ class CrlPublisher:
         # more often than that.
         keep_after = this_update - self.settings.crl.validity
         with self.database.transaction() as repo:
-            previous = repo.crl_shard_states(ca.name).get(shard)
+            previous = repo.get_crl_shard(ca.name, shard)
             rows = repo.revoked_in_shard(ca.name, shard, keep_after)
-        previous_number = previous[0] if previous else None
+        url = crl_url(http_base, ca.name, shard)
+
+        # Certificates already name the URL of the published shard, so a process
+        # configured with another URL must not replace it.
+        if previous is not None and distribution_point_url(previous["der"]) != url:
+            log.error("not publishing CRL shard %s/%d: it is published at %s, but this process would name %s; "
+                      "give every fleetca process the same server.http_public_url",
+                      ca.name, shard, distribution_point_url(previous["der"]), url)
+            return None
+
+        previous_number = previous["number"] if previous else None
         number = crl_number(previous_number, this_update)
         entries = [RevokedEntry(int(serial, 16), revoked_at, reason) for serial, revoked_at, reason in rows]
-        der = self._signer(ca).sign_shard(crl_url(http_base, ca.name, shard), number, this_update, next_update,
-                                          entries)
+        der = self._signer(ca).sign_shard(url, number, this_update, next_update, entries)
         with self.database.transaction() as repo:
             stored = repo.store_crl_shard(ca.name, shard, previous_number, number, this_update, next_update, der)
         if not stored:
