@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.databases import backend, drop_postgres_database, new_database_url
 from tests.interop.challtestsrv import (
     ChallengePorts,
     free_port,
@@ -43,13 +44,17 @@ class FleetcaServer:
     def __init__(self, data_dir: Path, dns_address: str, ports: ChallengePorts, *,
                  permit_dns: tuple[str, ...] = (DEVICE_SUFFIX,), permit_ip: tuple[str, ...] = (),
                  database_url: str | None = None, ca_name: str = "default",
-                 http_public_url: str | None = None, env: dict[str, str] | None = None) -> None:
+                 http_public_url: str | None = None, env: dict[str, str] | None = None,
+                 public_url: str | None = None) -> None:
         self.data_dir = data_dir
         self.dns_address = dns_address
         self.ports = ports
         self.permit_dns = permit_dns
         self.permit_ip = permit_ip
-        self.database_url = database_url
+        # With FLEETCA_TEST_DATABASE=postgresql every server gets a new PostgreSQL database.
+        self._owns_database = database_url is None and backend() == "postgresql"
+        self.database_url = database_url or new_database_url()
+        self.public_url = public_url
         self.ca_name = ca_name
         self.port = 0
         # The plain-HTTP listener for CRLs and OCSP.
@@ -97,6 +102,8 @@ class FleetcaServer:
             command += ["--http-public-url", self.http_public_url]
         if self.database_url:
             command += ["--database-url", self.database_url]
+        if self.public_url:
+            command += ["--public-url", self.public_url]
         with self.log_path.open("ab") as log:
             log.write(b"--- start ---\n")
         environment = {**os.environ, **self.env} if self.env else None
@@ -116,6 +123,25 @@ class FleetcaServer:
                 with self.log_path.open("ab") as log:
                     log.write(current.read_bytes())
 
+    def sibling(self, name: str) -> "FleetcaServer":
+        """A second server process on the same data directory and database, with its own ports.
+
+        It names itself by this server's public URL, so a client may send the same
+        signed request to either process, as behind a load balancer.
+        """
+        other = FleetcaServer(self.data_dir, self.dns_address, self.ports, permit_dns=self.permit_dns,
+                              permit_ip=self.permit_ip, database_url=self.database_url, ca_name=self.ca_name,
+                              http_public_url=self.http_base_url, env=self.env,
+                              public_url=self.public_url or self.base_url)
+        other.log_path = self.data_dir.parent / f"{self.data_dir.name}-{name}-serve.log"
+        return other
+
+    def drop_database(self) -> None:
+        """Drop the PostgreSQL database this server created, if any."""
+        if self._owns_database and self.database_url:
+            drop_postgres_database(self.database_url)
+            self._owns_database = False
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -131,3 +157,4 @@ class FleetcaServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+        self.drop_database()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,18 @@ from fleetca.acme.nonces import NonceService
 from fleetca.acme.problems import AcmeProblem
 from fleetca.clock import ManualClock
 from fleetca.storage.database import Database, migrate, sqlite_url
+from tests.support.databases import drop_postgres_database, new_database_url
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Database:
-    url = sqlite_url(tmp_path / "nonces.db")
+def database(tmp_path: Path) -> Iterator[Database]:
+    url = new_database_url() or sqlite_url(tmp_path / "nonces.db")
     migrate(url)
-    return Database(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+    if url.startswith("postgresql"):
+        drop_postgres_database(url)
 
 
 def test_nonce_accepted_once(database: Database) -> None:
