@@ -15,7 +15,6 @@ import base64
 import functools
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -166,15 +165,8 @@ class World:
         return Reply(response.status_code, response.headers, response.content)
 
     def snapshot(self) -> dict[str, list[tuple]]:
-        """Read every table except used_nonces through a read-only SQLite connection."""
-        database = self.server.data_dir / "fleetca.db"
-        connection = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            names = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            return {name: sorted(connection.execute(f'SELECT * FROM "{name}"').fetchall(), key=repr)
-                    for name in sorted(names) if name != "used_nonces"}
-        finally:
-            connection.close()
+        """Read every table except used_nonces, read-only, on SQLite or PostgreSQL."""
+        return self.server.snapshot()
 
 
 def changed_tables(before: dict[str, list[tuple]], after: dict[str, list[tuple]]) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,8 +45,7 @@ def sign_csr(workdir: Path, csr: Path, out: str, *, copy_extensions: bool = True
 
 
 def ca_status(server: FleetcaServer, name: str) -> str:
-    with sqlite3.connect(f"file:{server.data_dir / 'fleetca.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT status FROM issuing_cas WHERE name = ?", (name,)).fetchone()[0]
+    return server.query("SELECT status FROM issuing_cas WHERE name = :name", name=name)[0][0]
 
 
 @pytest.fixture(scope="module")

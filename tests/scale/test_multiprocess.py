@@ -6,13 +6,10 @@ processes share one SQLite file.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
-
 from tests.acme.test_flow import answer_http01
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.support.acme_client import AcmeClient, Reply, b64url, make_csr
@@ -40,15 +37,7 @@ def on(server: FleetcaServer, public_url: str) -> str:
 
 
 def certificate_count(server: FleetcaServer, order_id: str) -> int:
-    if server.database_url:
-        engine = create_engine(server.database_url.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.connect() as conn:
-            count = conn.execute(text("SELECT count(*) FROM certificates WHERE order_id = :o"), {"o": order_id})
-            value = count.scalar_one()
-        engine.dispose()
-        return value
-    with sqlite3.connect(f"file:{server.data_dir / 'fleetca.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT count(*) FROM certificates WHERE order_id = ?", (order_id,)).fetchone()[0]
+    return server.query("SELECT count(*) FROM certificates WHERE order_id = :o", o=order_id)[0][0]
 
 
 def test_nonce_from_one_process_accepted_once_by_other(two_processes: tuple[FleetcaServer, FleetcaServer]) -> None:

@@ -7,9 +7,13 @@ validation resolves names through the test's pebble-challtestsrv.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
+from contextlib import closing
 import sys
 from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
 
 from tests.support.databases import backend, drop_postgres_database, new_database_url
 from tests.interop.challtestsrv import (
@@ -63,6 +67,7 @@ class FleetcaServer:
         self.env = env
         self.log_path = data_dir.parent / f"{data_dir.name}-serve.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._engine: Engine | None = None
 
     @property
     def root_pem(self) -> Path:
@@ -136,8 +141,38 @@ class FleetcaServer:
         other.log_path = self.data_dir.parent / f"{self.data_dir.name}-{name}-serve.log"
         return other
 
+    def query(self, sql: str, **params: object) -> list[tuple]:
+        """Run a read-only SQL query on the server's database, SQLite or PostgreSQL."""
+        if self.database_url:
+            if self._engine is None:
+                self._engine = create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg://"),
+                                             pool_size=1)
+            with self._engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(text(sql), params)]
+        uri = f"{(self.data_dir / 'fleetca.db').resolve().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def table_names(self) -> list[str]:
+        if self.database_url:
+            rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        else:
+            rows = self.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return sorted(row[0] for row in rows)
+
+    # Tables that background jobs change on their own schedule, not requests.
+    BACKGROUND_TABLES = ("used_nonces", "job_leases", "crl_shards")
+
+    def snapshot(self, skip: tuple[str, ...] = BACKGROUND_TABLES) -> dict[str, list[tuple]]:
+        """Every row of every table but ``skip``, for comparing stored state before and after."""
+        return {name: sorted(self.query(f'SELECT * FROM "{name}"'), key=repr)
+                for name in self.table_names() if name not in skip}
+
     def drop_database(self) -> None:
         """Drop the PostgreSQL database this server created, if any."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
         if self._owns_database and self.database_url:
             drop_postgres_database(self.database_url)
             self._owns_database = False
