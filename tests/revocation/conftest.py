@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fleetca.ca.bootstrap import initialize
@@ -35,8 +36,8 @@ class LocalCa:
     account_id: str
 
     def add_certificate(self, *, name: str = "d1.devices.example.test", account_id: str | None = None,
-                        eab_key_id: str | None = None, profile: str = "default", lifetime: timedelta = timedelta(days=7),
-                        signed: bool = False) -> IssuedCertificate:
+                        eab_key_id: str | None = None, profile: str = "default",
+                        lifetime: timedelta = timedelta(days=7), signed: bool = False) -> IssuedCertificate:
         """Store a certificate issued now; ``signed`` makes a real DER certificate, otherwise a placeholder."""
         now = self.clock.now()
         serial_number = secrets.randbits(120) | 1 << 120
@@ -47,7 +48,6 @@ class LocalCa:
                 public_key=key.public_key(), identifiers=(Identifier("dns", name),), not_before=now,
                 not_after=now + lifetime, profile=self.ca.profiles[self.ca.default_profile],
                 serial_number=serial_number))
-            from cryptography.hazmat.primitives import serialization
             der = certificate.public_bytes(serialization.Encoding.DER)
         issued = IssuedCertificate(
             id=secrets.token_hex(8), serial=format(serial_number, "x"), ca_name=self.ca.name,

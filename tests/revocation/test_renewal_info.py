@@ -25,7 +25,7 @@ from tests.revocation.conftest import START, LocalCa
 
 
 def test_cert_id_keeps_leading_zero_byte() -> None:
-    # RFC 9773 §4.1 example: serial 0x0087654321 encodes with its leading zero byte.
+    # The example certID of RFC 9773: serial 0x0087654321 keeps its leading zero byte.
     assert cert_id(bytes.fromhex("69885b6b87464041e1b37b847ba0ae2cde01c8d4"), 0x87654321) == \
         "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
 

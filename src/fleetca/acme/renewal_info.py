@@ -33,13 +33,13 @@ from fleetca.storage.repository import Repository
 WINDOW_REGION = (0.5, 0.75)
 # Width of a regular window, as a fraction of the lifetime: 7 hours for 7 days.
 WINDOW_WIDTH = 1 / 24
-# Width of a window that asks for renewal now; it ends at the moment renewal became due.
+# Width of a window that requests renewal now. It ends at the moment renewal became due.
 IMMEDIATE_WIDTH = timedelta(minutes=1)
 MAX_CERT_ID_LENGTH = 200
 
 
 def renewal_info_url(urls: Urls) -> str:
-    """The directory's "renewalInfo" URL; a certID path segment follows it."""
+    """Return the directory's "renewalInfo" URL; a certID path segment follows it."""
     return f"{urls.root}/renewal-info"
 
 
@@ -54,12 +54,12 @@ def _b64url_decode(text: str) -> bytes:
 
 
 def serial_der_bytes(serial_number: int) -> bytes:
-    """The contents of the serial's DER INTEGER, with a leading zero byte when the top bit is set."""
+    """Return the contents of the serial's DER INTEGER, with a leading zero byte when the top bit is set."""
     return serial_number.to_bytes(serial_number.bit_length() // 8 + 1, "big")
 
 
 def cert_id(key_identifier: bytes, serial_number: int) -> str:
-    """The ARI certID (RFC 9773 §4.1): base64url(AKI keyIdentifier) "." base64url(serial)."""
+    """Return the ARI certID: base64url(AKI keyIdentifier) "." base64url(serial)."""
     return f"{_b64url(key_identifier)}.{_b64url(serial_der_bytes(serial_number))}"
 
 
@@ -85,7 +85,7 @@ def parse_cert_id(text: str) -> tuple[bytes, int]:
 
 
 def spread_fraction(serial: str) -> float:
-    """A number in [0, 1) that is fixed for the serial and uniform over many serials."""
+    """Return a number in [0, 1) that is fixed for the serial and uniform over many serials."""
     digest = hashlib.sha256(serial.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
@@ -116,7 +116,7 @@ def _aki_key_identifier(der: bytes) -> bytes | None:
 
 
 async def renewal_info(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    """GET renewalInfo/{certID} (RFC 9773 §4.1); unauthenticated, with Retry-After on every answer."""
+    """Return the suggested window of one certificate (GET, unauthenticated), with Retry-After on every response."""
     retry_after = {"Retry-After": str(ctx.settings.ari.retry_after_seconds)}
     try:
         if request.method != "GET":

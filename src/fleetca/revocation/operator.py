@@ -57,7 +57,7 @@ def reason_code(text: str) -> int:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which certificates an operator action applies to; unset criteria match everything."""
+    """The certificates an operator action applies to; unset criteria match everything."""
 
     ca_name: str | None = None
     profile: str | None = None
@@ -70,7 +70,7 @@ class Selection:
                                                self.serials))
 
     def describe(self) -> dict[str, Any]:
-        """The criteria for the audit log; a long serial list is summarised by its length."""
+        """Return the criteria for the audit log; a long serial list is summarised by its length."""
         described: dict[str, Any] = {key: value for key, value in (
             ("ca", self.ca_name), ("profile", self.profile), ("eab_key", self.eab_key_id),
             ("account", self.account_id)) if value is not None}

@@ -83,7 +83,7 @@ class OcspResponder:
 
     def respond(self, ca_name: str, request_der: bytes) -> OcspAnswer:
         """Return the response to one DER OCSP request sent to the responder of ``ca_name``."""
-        # Parse: one request per message, as RFC 5019 §2.1.1 allows.
+        # Parse: one request per message, which is what RFC 5019 clients send.
         try:
             request = ocsp.load_der_ocsp_request(request_der)
             algorithm = request.hash_algorithm

@@ -1,7 +1,7 @@
 """HTTP routes for CRL shards and OCSP, served on the plain-HTTP listener (and on HTTPS too).
 
     GET  /crl/{ca}/{shard}.crl        the shard's DER CRL (application/pkix-crl)
-    GET  /ocsp/{ca}/{base64 request}  RFC 5019 §5 GET form
+    GET  /ocsp/{ca}/{base64 request}  RFC 5019 GET form
     POST /ocsp/{ca}                   RFC 6960 Appendix A POST form
 
 OCSP errors travel inside an OCSP response with HTTP status 200, as RFC 6960
@@ -62,7 +62,7 @@ def _service(request: Request) -> RevocationService:
 
 def _cache_headers(this_update: datetime, next_update: datetime, now: datetime, max_age_cap: int,
                    body: bytes) -> dict[str, str]:
-    # RFC 5019 §6.2: let HTTP caches keep the response no longer than it is valid.
+    # RFC 5019 caching: HTTP caches keep the response no longer than it is valid.
     max_age = max(0, min(max_age_cap, int((next_update - now).total_seconds())))
     return {
         "Cache-Control": f"public, max-age={max_age}, no-transform, must-revalidate",
@@ -132,7 +132,7 @@ async def ocsp_post(request: Request) -> Response:
         if len(body) > MAX_OCSP_REQUEST_BYTES:
             return _malformed()
     answer = service.responder.respond(request.path_params["ca"], bytes(body))
-    # RFC 5019 §5: responses to POST are not meant for HTTP caches.
+    # Responses to POST are not meant for HTTP caches (RFC 5019).
     return _ocsp_response(service, answer, cacheable=False)
 
 

@@ -2,7 +2,7 @@
 
 Each shard is a complete CRL for the certificates that name its URL in their
 CRL distribution point. Its critical issuingDistributionPoint repeats that URL
-byte for byte, which tells a relying party that the shard covers exactly those
+byte for byte, so a relying party knows that the shard covers exactly those
 certificates and no others.
 """
 

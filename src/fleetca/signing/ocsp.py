@@ -108,7 +108,7 @@ class OcspSigner:
             this_update=this_update, next_update=next_update,
             revocation_time=status.revoked_at, revocation_reason=reason_flag(status.reason),
         )
-        # RFC 5019 §2.2.3 asks for the responder to be named by its key hash.
+        # The responder is named by its key hash (byKey), so clients need not compare names.
         builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, signer_cert)
         if certificates:
             builder = builder.certificates(certificates)
