@@ -250,7 +250,11 @@ def write_settings_file(data_dir: Path, database_url: str | None = None) -> Path
         'default_ca = "default"\n\n'
         "[server]\n"
         'listen = "127.0.0.1:8443"\n'
-        '# public_url = "https://acme.vendor.example"\n\n'
+        '# public_url = "https://acme.vendor.example"\n'
+        "# Plain-HTTP listener for CRLs and OCSP. Certificates name http_public_url, so every\n"
+        "# fleetca process on one database must be given the same value.\n"
+        '# http_listen = "127.0.0.1:8080"\n'
+        '# http_public_url = "http://pki.vendor.example"\n\n'
         "[validation]\n"
         "http01_port = 80\n"
         "tlsalpn01_port = 443\n"
@@ -259,6 +263,16 @@ def write_settings_file(data_dir: Path, database_url: str | None = None) -> Path
         "order_hours = 24\n"
         "pending_authorization_hours = 24\n"
         "valid_authorization_hours = 168\n"
-        "certificate_hours = 168\n"
+        "certificate_hours = 168\n\n"
+        "[crl]\n"
+        "# shards = 128\n"
+        "# validity_hours = 96\n"
+        "# regenerate_hours = 6\n"
+        "# check_seconds = 30\n\n"
+        "[ocsp]\n"
+        '# responder = "ca"\n'
+        "# validity_hours = 72\n\n"
+        "[ari]\n"
+        "# retry_after_seconds = 21600\n"
     )
     return path

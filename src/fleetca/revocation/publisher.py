@@ -79,6 +79,7 @@ class CrlPublisher:
         self._signers: dict[str, CrlSigner] = {}
         # (ca, shard) -> (CRL number, serials listed), so that checking an entry needs no reparsing.
         self._listed: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
+        self._warned_no_url = False
 
     def publish(self, *, force: bool = False) -> list[PublishedShard] | None:
         """Sign every shard that is due (every shard with ``force``).
@@ -88,8 +89,10 @@ class CrlPublisher:
         """
         http_base = self.settings.server.http_base_url()
         if http_base is None:
-            log.warning("no plain-HTTP URL is configured (server.http_listen or server.http_public_url); "
-                        "CRL shards are not published")
+            if not self._warned_no_url:
+                log.warning("no plain-HTTP URL is configured (server.http_listen or server.http_public_url); "
+                            "CRL shards are not published")
+                self._warned_no_url = True
             return None
         if not self.lease.acquire(self.clock.now()):
             return None

@@ -17,7 +17,7 @@ import logging
 import time
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
 
 from cryptography.x509 import ocsp
 from starlette.applications import Starlette
@@ -145,8 +145,8 @@ def revocation_routes() -> list[Route]:
     ]
 
 
-def create_http_app(service: RevocationService) -> Starlette:
-    """The plain-HTTP application: CRL shards and OCSP only, never ACME."""
-    app = Starlette(routes=revocation_routes())
+def create_http_app(service: RevocationService, extra_routes: Sequence[Route] = ()) -> Starlette:
+    """Build the plain-HTTP application: CRL shards, OCSP and ``extra_routes``, never ACME."""
+    app = Starlette(routes=revocation_routes() + list(extra_routes))
     app.state.revocation = service
     return app
