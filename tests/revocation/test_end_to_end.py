@@ -305,3 +305,24 @@ def test_replaces_accepted_once(server: FleetcaServer, acme: AcmeClient,
     assert first.json()["replaces"] == replaces
     assert second.status == 409
     assert second.problem_type == "alreadyReplaced"
+
+
+def test_crl_numbers_increase_across_restart(server: FleetcaServer) -> None:
+    def numbers() -> list[int]:
+        found = []
+        for shard in range(int(SERVER_ENV["FLEETCA_CRL__SHARDS"])):
+            response = httpx.get(f"{server.http_base_url}/crl/default/{shard}.crl", trust_env=False, timeout=10)
+            assert response.status_code == 200
+            crl = x509.load_der_x509_crl(response.content)
+            found.append(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+        return found
+
+    before = numbers()
+    server.restart()
+    # The CLI must name the same CRL URL as the server, or it leaves the shards alone.
+    run_fleetca("crl", "publish", "--force", "--data-dir", str(server.data_dir),
+                env={**SERVER_ENV, "FLEETCA_SERVER__HTTP_PUBLIC_URL": server.http_base_url})
+    after = numbers()
+
+    for shard, (old, new) in enumerate(zip(before, after)):
+        assert new > old, f"shard {shard}: CRL number {new} after restart is not above {old}"

@@ -144,24 +144,32 @@ def renew_now_command(
 def crl_publish(
     data_dir: Path = DataDirOption,
     force: bool = typer.Option(False, "--force", help="Sign every shard anew, not only the due ones."),
+    wait: float = typer.Option(30.0, "--wait", help="Seconds to keep trying while another process holds the "
+                               "publisher lease."),
 ) -> None:
-    """Publish the due CRL shards now, unless a running server is publishing them."""
-    settings = load_settings(data_dir)
-    database = Database(settings.resolved_database_url())
-    try:
-        from fleetca.ca.registry import load_issuing_cas
-        from fleetca.revocation.publisher import CrlPublisher
+    """Publish the due CRL shards now, taking the publisher lease from the running servers' schedule."""
+    import time
 
+    from fleetca.ca.registry import load_issuing_cas
+    from fleetca.revocation.publisher import CrlPublisher
+
+    settings = load_settings(data_dir)
+    if settings.server.http_base_url() is None:
+        _fail("no plain-HTTP URL is configured; set server.http_public_url or server.http_listen")
+    database = Database(settings.resolved_database_url())
+    deadline = time.monotonic() + wait
+    try:
         publisher = CrlPublisher(settings, database, load_issuing_cas(database, data_dir), SystemClock())
-        published = publisher.publish(force=force)
+        # Running servers take the lease for a moment every few seconds, so a retry soon succeeds.
+        while (published := publisher.publish(force=force)) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
     except KeyFileError as exc:
         _fail(str(exc))
         return
     finally:
         database.dispose()
     if published is None:
-        _fail("another fleetca process is publishing CRL shards now, or no plain-HTTP URL is configured; "
-              "try again in a minute")
+        _fail(f"another fleetca process held the CRL publisher lease for {wait:g} s; try again later")
         return
     console.print(f"published {len(published)} CRL shard(s)")
 
