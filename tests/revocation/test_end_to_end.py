@@ -22,10 +22,10 @@ from fleetca.acme.renewal_info import cert_id
 from fleetca.settings import load_settings
 from fleetca.storage.database import Database
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
+from tests.revocation.pkilint_run import crl_findings, ocsp_findings
 from tests.support.acme_client import AcmeClient, b64url, make_csr
 from tests.support.responder import KeyAuthorizationResponder
 from tests.support.server import FleetcaServer, run_fleetca
-from tests.revocation.pkilint_run import crl_findings, ocsp_findings
 
 SERVER_ENV = {"FLEETCA_CRL__SHARDS": "4", "FLEETCA_CRL__CHECK_SECONDS": "1"}
 CRL_WAIT_SECONDS = 30.0
