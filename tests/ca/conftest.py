@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
@@ -20,7 +18,7 @@ def multi_ca(tmp_path_factory: pytest.TempPathFactory, dns_server: ChallTestSrv,
     """default (strict, devices.example.test), routers (strict, routers.example.test and 10.0.0.0/8),
     baseline (baseline, devices.example.com) and embedded (embedded, devices.example.test)."""
     data_dir = tmp_path_factory.mktemp("multi") / "data"
-    server = FleetcaServer(data_dir, dns_server.dns_address, validation_ports)
+    server = FleetcaServer(data_dir, dns_server.dns_address, validation_ports, http_public_url=PUBLIC_HTTP_URL)
     server.init()
     env = {"FLEETCA_SERVER__HTTP_PUBLIC_URL": PUBLIC_HTTP_URL}
     run_fleetca("ca", "create", "routers", "--data-dir", str(data_dir), "--permit-dns", "routers.example.test",
@@ -33,6 +31,3 @@ def multi_ca(tmp_path_factory: pytest.TempPathFactory, dns_server: ChallTestSrv,
     yield server
     server.stop()
 
-
-def data_dir_of(server: FleetcaServer) -> Path:
-    return server.data_dir

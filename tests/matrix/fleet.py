@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tests.acme.test_flow import answer_http01
 from tests.support.acme_client import AcmeClient, make_csr
 from tests.support.responder import KeyAuthorizationResponder
+from tests.interop.challtestsrv import free_port
 from tests.support.server import FleetcaServer, run_fleetca
 
 CA_PROFILES = ("strict", "baseline", "embedded")
@@ -112,9 +113,11 @@ def create_cas(server: FleetcaServer) -> dict[tuple[str, str], str]:
     """
     data_dir = str(server.data_dir)
     rejections: dict[tuple[str, str], str] = {}
+    # The baseline CA names the root CRL on the plain-HTTP listener, so its port is fixed before the CA exists.
+    server.http_port = server.http_port or free_port()
     for ca_profile in CA_PROFILES:
         run_fleetca("ca", "create", ca_profile, "--data-dir", data_dir, "--profile", ca_profile,
-                    "--permit-dns", f"{ca_profile}.{FLEET_SUFFIX}",
+                    "--permit-dns", f"{ca_profile}.{FLEET_SUFFIX}", "--http-public-url", server.http_base_url,
                     "--organization", ORGANIZATION, "--country", COUNTRY)
         for spec in CERTIFICATE_PROFILES:
             command = ["ca", "profile", "set", ca_profile, spec.name, "--data-dir", data_dir,

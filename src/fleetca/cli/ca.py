@@ -79,10 +79,19 @@ def create(
     external: bool = typer.Option(False, "--external", help="Write a CSR for an outside (public or partner) root "
                                   "to sign instead of signing with the private root; the CA serves nothing until "
                                   "`fleetca ca import`."),
+    http_public_url: Optional[str] = typer.Option(None, "--http-public-url", help="Base URL (http://...) where "
+                                                  "relying parties fetch the root CRL and certificate; the baseline "
+                                                  "profile writes it into the CA certificate. Defaults to "
+                                                  "server.http_public_url from the settings."),
 ) -> None:
     """Create an issuing CA, signed by the private root or, with --external, by an outside root."""
     settings, database = _open(data_dir)
-    http_base = settings.server.http_base_url()
+    http_base = (http_public_url or settings.server.http_public_url or "").rstrip("/") or None
+    if profile == BASELINE and http_base is None:
+        _fail("the baseline profile writes the root's CRL and certificate URLs into the CA certificate; "
+              "pass --http-public-url http://pki.vendor.example (or set server.http_public_url)")
+    if http_base is not None and not http_base.startswith("http://"):
+        _fail(f"--http-public-url must start with http://, not {http_base!r}")
     try:
         spec = IssuingCaSpec(
             name=name, profile=profile, organization=organization, country=country,
@@ -203,8 +212,9 @@ def set_profile(
     eku: list[str] = typer.Option(list(EKU_CHOICES), "--eku", help="serverAuth and/or clientAuth. Repeat."),
     key_type: list[str] = typer.Option(list(KEY_TYPES), "--key-type", help=f"Allowed CSR key types: "
                                        f"{', '.join(KEY_TYPES)}. Repeat."),
-    common_name: bool = typer.Option(True, "--common-name/--no-common-name",
-                                     help="Copy the first DNS name into the subject CN."),
+    common_name: Optional[bool] = typer.Option(None, "--common-name/--no-common-name",
+                                               help="Copy the first DNS name into the subject CN; by default yes, "
+                                               "except on a baseline CA, whose leaves carry no CN."),
     crl: bool = typer.Option(True, "--crl/--no-crl", help="Name the CRL shard in each certificate; only "
                              "profiles of 7 days or less may leave it out."),
     ocsp: bool = typer.Option(False, "--ocsp/--no-ocsp", help="Name the OCSP responder in each certificate."),
@@ -223,6 +233,8 @@ def set_profile(
             if common_name:
                 raise ValueError("leaves of a baseline CA carry no CN (its directoryName constraint forbids one); "
                                  "pass --no-common-name")
+        if common_name is None:
+            common_name = config.get("ca_profile") != BASELINE
         new = CertificateProfile(name=profile, description=description or f"certificates valid for {lifetime}",
                                  lifetime=duration, eku=tuple(eku), key_types=tuple(key_type),
                                  common_name_from_first_name=common_name, crl_distribution_point=crl, ocsp=ocsp)
