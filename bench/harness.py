@@ -157,8 +157,8 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         warmup = await run_load(server.directory_url, server.ca_file, warmup_devices, args.concurrency, responder,
                                 args.time_limit)
         if warmup.failed:
-            raise RuntimeError(f"{server.name}: {len(warmup.failed)} warm-up flows failed, "
-                               f"the first with {warmup.failed[0].error}")
+            log.warning("%s: %d warm-up flows failed, the first with %s", server.name, len(warmup.failed),
+                        warmup.failed[0].error)
 
     recorder = None
     if isinstance(server, FleetcaServer) and server.cpu_profile is not None:
@@ -233,6 +233,7 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
     dns = DnsServer(workdir, args.dns_port)
     responder = Http01Responder(LOOPBACK, args.http01_port)
     measurements: list[Measurement] = []
+    completed = False
     try:
         await dns.wait_ready()
         await responder.start()
@@ -253,10 +254,11 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
                          measurement.cpu_ms_per_certificate(), measurement.load_average)
                 for error in measurement.errors[:5]:
                     log.warning("%s: %s", name, error)
+        completed = True
     finally:
         await responder.stop()
         dns.stop()
-        if args.keep or any(m.errors for m in measurements):
+        if args.keep or not completed or any(m.errors for m in measurements):
             log.info("logs kept in %s", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)

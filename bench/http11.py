@@ -65,24 +65,31 @@ class HttpConnection:
             try:
                 return await asyncio.wait_for(self._exchange(message, method), self.timeout)
             except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, HttpError) as exc:
-                await self.close()
+                self.abort()
                 # Only a kept-alive connection that closed before any response byte is
                 # retried, because the server cannot have processed that request.
                 if attempt == 2 or not reused or not _closed_before_response(exc):
                     raise HttpError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
             except asyncio.TimeoutError as exc:
-                await self.close()
+                self.abort()
                 raise HttpError(f"{method} {url}: no response within {self.timeout} s") from exc
         raise AssertionError("unreachable")
 
     async def close(self) -> None:
+        """Close the connection with a TLS close_notify, or drop it if that takes more than a few seconds."""
         writer, self._reader, self._writer = self._writer, None, None
         if writer is not None:
             writer.close()
             try:
-                await writer.wait_closed()
-            except (ConnectionError, ssl.SSLError):
-                pass
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except (ConnectionError, ssl.SSLError, asyncio.TimeoutError):
+                writer.transport.abort()
+
+    def abort(self) -> None:
+        """Drop the connection at once, as after an error that leaves its state unknown."""
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.transport.abort()
 
     def _path_of(self, url: str) -> str:
         if url.startswith("/"):

@@ -150,7 +150,7 @@ async def _worker(shared: _Shared, origin: str, directory_url: str, ca_file: str
             except (AcmeError, HttpError, KeyError, ValueError) as exc:
                 result.error = f"{exc.__class__.__name__}: {exc}"
                 # The next flow starts on a clean connection and a fresh nonce.
-                await connection.close()
+                connection.abort()
                 session.nonce = None
             result.seconds = time.monotonic() - started
             result.requests = session.requests - before

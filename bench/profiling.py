@@ -71,6 +71,7 @@ def _package(frame: str) -> str:
 
 
 def _load(path: Path) -> tuple[list[tuple[list[str], int]], bool]:
+    """Read the main thread's stacks; py-spy also samples other threads, whose stacks start in threading."""
     text = path.read_text()
     stacks = []
     for line in text.splitlines():
@@ -78,7 +79,7 @@ def _load(path: Path) -> tuple[list[tuple[list[str], int]], bool]:
         if not stack or not count_text.isdigit():
             continue
         frames = [short_frame(f) for f in stack.split(";") if f]
-        if frames:
+        if frames and not frames[0].startswith("Thread._bootstrap "):
             stacks.append((frames, int(count_text)))
     return stacks, text.startswith(CPU_WEIGHTS_HEADER)
 
@@ -108,7 +109,7 @@ def summarize(path: Path, top: int, certificates: int | None = None) -> str:
         heading = f"{path}: {seconds:.2f} s of CPU in the main thread"
     else:
         seconds = total / SAMPLES_PER_SECOND
-        heading = f"{path}: {total} wall-clock samples at {SAMPLES_PER_SECOND}/s ({seconds:.1f} s)"
+        heading = f"{path}: {total} wall-clock samples of the main thread at {SAMPLES_PER_SECOND}/s ({seconds:.1f} s)"
     if certificates:
         heading += f", {certificates} certificates, {seconds * 1000 / certificates:.1f} ms per certificate"
 
@@ -126,6 +127,31 @@ def summarize(path: Path, top: int, certificates: int | None = None) -> str:
     lines += table("by ACME resource handler (anywhere below it on the stack):", by_resource, top)
     lines += table(f"top {top} fleetca functions by total (anywhere on the stack):", fleetca_total, top)
     lines += table(f"top {top} functions by self:", self_weight, top)
+    return "\n".join(lines)
+
+
+def expand(path: Path, function: str, certificates: int | None = None, limit: int = 15) -> str:
+    """Return how the time under ``function`` (a frame name prefix) divides among the functions it calls."""
+    stacks, cpu_weighted = _load(path)
+    scale = 1e6 if cpu_weighted else SAMPLES_PER_SECOND
+    callees: Counter[str] = Counter()
+    inside = 0
+    for frames, weight in stacks:
+        positions = [i for i, frame in enumerate(frames) if frame.startswith(function)]
+        if not positions:
+            continue
+        # Recursion would count a sample twice; the outermost call is the one that counts.
+        position = positions[0]
+        inside += weight
+        callee = frames[position + 1] if position + 1 < len(frames) else "(self)"
+        callees[callee] += weight
+    if not inside:
+        return f"{function}: no samples"
+    unit = "ms/cert" if certificates else "ms"
+    divisor = certificates or 1
+    lines = [f"{function}: {inside / scale * 1000 / divisor:.2f} {unit} in all"]
+    for callee, weight in callees.most_common(limit):
+        lines.append(f"  {weight / scale * 1000 / divisor:6.2f} {unit}  {callee}")
     return "\n".join(lines)
 
 
@@ -151,8 +177,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("file", type=Path, help="NAME.cpu.txt or NAME.wall.txt written by bench/run --profile")
     parser.add_argument("--top", type=int, default=30, help="rows in each table (default 30)")
     parser.add_argument("--certificates", type=int, help="certificates issued while sampling, for ms per certificate")
+    parser.add_argument("--expand", action="append", default=[], metavar="FUNCTION",
+                        help="also show how the time under FUNCTION divides among its callees; repeatable")
     args = parser.parse_args(argv)
     print(summarize(args.file, args.top, args.certificates))
+    for function in args.expand:
+        print()
+        print(expand(args.file, function, args.certificates))
     return 0
 
 
