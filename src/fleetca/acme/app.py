@@ -81,7 +81,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 404:
         response = problem_response(not_found(f"no ACME resource at {request.url.path}"))
     elif status == 405:
-        response = problem_response(method_not_allowed(f"method {request.method} is not allowed here"))
+        allow = getattr(exc, "headers", None) or {}
+        response = problem_response(method_not_allowed(f"method {request.method} is not allowed here",
+                                                        allow=allow.get("Allow", "POST")))
     else:
         response = problem_response(AcmeProblem("malformed", "request could not be processed", status=status))
     add_common_headers(response, request.app.state.ctx, None)

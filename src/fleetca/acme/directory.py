@@ -15,7 +15,7 @@ from fleetca.ca.registry import IssuingCa
 
 async def directory(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
     if request.method != "GET":
-        raise method_not_allowed("the directory is read with GET")
+        raise method_not_allowed("the directory is read with GET", allow="GET")
     meta = {
         "profiles": {name: profile.description for name, profile in ca.profiles.items()},
         "externalAccountRequired": ca.external_account_required,
@@ -38,4 +38,4 @@ async def new_nonce(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         return Response(status_code=200)
     if request.method == "GET":
         return Response(status_code=204)
-    raise method_not_allowed("newNonce is read with HEAD or GET")
+    raise method_not_allowed("newNonce is read with HEAD or GET", allow="GET, HEAD")

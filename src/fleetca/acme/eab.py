@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from jwcrypto import jwk
+from jwcrypto.common import JWException
 
 from fleetca.acme import jws
 from fleetca.acme.problems import AcmeProblem, malformed, unauthorized
@@ -94,7 +95,7 @@ def verify_binding(binding: Any, outer_url: str, account_key: jwk.JWK, ca_name: 
         raise unauthorized("externalAccountBinding MAC does not verify with the EAB key") from None
     try:
         bound_key = jwk.JWK(**json.loads(parsed.payload_bytes))
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, JWException) as exc:
         raise malformed("externalAccountBinding payload must be the account's public JWK") from exc
     if bound_key.thumbprint() != account_key.thumbprint():
         raise unauthorized("externalAccountBinding payload is not the key that signed this request")

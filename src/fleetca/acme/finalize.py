@@ -53,7 +53,13 @@ def decode_csr(text: str) -> bytes:
 def leaf_request(ctx: AcmeContext, ca: IssuingCa, order: Order, profile: CertificateProfile,
                  public_key: CertificatePublicKeyTypes, now: datetime) -> LeafRequest:
     """Describe the leaf certificate for ``order`` as its CA and profile shape it."""
-    not_before = order.not_before or (now - BACKDATE)
+    if order.not_before is not None:
+        not_before = order.not_before
+    elif order.not_after is not None:
+        # Honour the requested notAfter exactly; backdate only as far as the profile's lifetime allows.
+        not_before = max(now - BACKDATE, order.not_after - profile.lifetime)
+    else:
+        not_before = now - BACKDATE
     not_after = order.not_after or (not_before + profile.lifetime)
     not_after = min(not_after, ca.certificate.not_valid_after_utc)
     policy_oids: tuple[str, ...] = ()

@@ -56,8 +56,6 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def problem_response(problem: AcmeProblem) -> Response:
     headers = dict(problem.headers)
-    if problem.status == 405:
-        headers.setdefault("Allow", "POST")
     return Response(json.dumps(problem.to_json(), separators=(",", ":")), status_code=problem.status,
                     media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 

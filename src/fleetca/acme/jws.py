@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jwcrypto import jwk, jws
+from jwcrypto import jwk
+from jwcrypto.jwa import JWA
 from jwcrypto.common import JWException
 
 from fleetca.acme.problems import AcmeProblem, malformed
@@ -59,7 +60,8 @@ _B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 class ParsedJws:
     """A flattened JWS whose structure and protected header passed the checks."""
 
-    raw: str
+    signing_input: bytes  # "protected.payload" exactly as the client sent it
+    signature: bytes
     protected: dict[str, Any]
     payload_bytes: bytes
     alg: str
@@ -86,8 +88,7 @@ class ParsedJws:
 def parse_flattened(body: bytes | str, *, require_nonce: bool = True) -> ParsedJws:
     """Parse a flattened JWS JSON serialization and check its protected header."""
     try:
-        raw = body.decode("utf-8") if isinstance(body, bytes) else body
-        outer = json.loads(raw)
+        outer = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise malformed("request body is not valid JSON") from exc
     if not isinstance(outer, dict):
@@ -111,7 +112,7 @@ def parse_flattened(body: bytes | str, *, require_nonce: bool = True) -> ParsedJ
     if not isinstance(protected, dict):
         raise malformed("JWS protected header must be a JSON object")
     payload_bytes = b64url_decode(outer["payload"], "JWS payload")
-    b64url_decode(outer["signature"], "JWS signature")
+    signature = b64url_decode(outer["signature"], "JWS signature")
 
     alg = protected.get("alg")
     if not isinstance(alg, str) or not alg:
@@ -136,7 +137,9 @@ def parse_flattened(body: bytes | str, *, require_nonce: bool = True) -> ParsedJ
     if "b64" in protected or "crit" in protected:
         raise malformed("JWS header parameters 'b64' and 'crit' are not supported")
 
-    return ParsedJws(raw=raw, protected=protected, payload_bytes=payload_bytes, alg=alg,
+    signing_input = f"{outer['protected']}.{outer['payload']}".encode("ascii")
+    return ParsedJws(signing_input=signing_input, signature=signature, protected=protected,
+                     payload_bytes=payload_bytes, alg=alg,
                      nonce=nonce, url=url, jwk=key, kid=kid)
 
 
@@ -177,11 +180,22 @@ def thumbprint(key: jwk.JWK) -> str:
 
 
 def verify_signature(parsed: ParsedJws, key: jwk.JWK, algorithms: tuple[str, ...] | list[str]) -> None:
-    """Verify the JWS signature with ``key``, raising malformed when it does not match."""
-    token = jws.JWS()
+    """Verify the JWS signature with ``key``, raising malformed when it does not match.
+
+    The signing input is the protected header and payload exactly as received, so
+    a client that pads its base64url verifies against what it signed.
+    """
+    if parsed.alg not in algorithms:
+        raise AcmeProblem("badSignatureAlgorithm", f"JWS algorithm {parsed.alg!r} is not accepted here",
+                          extra={"algorithms": list(algorithms)})
+    expected_length = _ECDSA_SIGNATURE_BYTES.get(parsed.alg)
+    if expected_length is not None and len(parsed.signature) != expected_length:
+        raise malformed(f"JWS signature must be {expected_length} bytes for {parsed.alg}")
     try:
-        token.deserialize(parsed.raw)
-        token.allowed_algs = list(algorithms)
-        token.verify(key, alg=parsed.alg)
-    except (JWException, ValueError, TypeError) as exc:
+        JWA.signing_alg(parsed.alg).verify(key, parsed.signing_input, parsed.signature)
+    except Exception as exc:  # the algorithm classes raise any of several cryptography errors
         raise malformed("JWS signature is invalid") from exc
+
+
+# R || S, each the curve's size (RFC 7518 §3.4).
+_ECDSA_SIGNATURE_BYTES = {"ES256": 64, "ES384": 96, "ES512": 132}

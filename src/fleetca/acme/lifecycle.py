@@ -41,17 +41,17 @@ def refresh_order(repo: Repository, order: Order, now: datetime) -> Order:
         repo.transition_order(order.id, order.status, "invalid", error=error)
         order.status, order.error = "invalid", error
         return order
-    if order.status != "pending":
-        return order
+    # A ready order also becomes invalid when one of its authorizations is
+    # deactivated or expires before finalize (RFC 8555 §7.1.6).
     states = expire_authorizations(repo, order.authorization_ids, now)
     failed = [a for a in order.authorization_ids if states.get(a) in FAILED_AUTHORIZATION_STATES]
     if failed:
         errors = repo.challenge_errors(failed[0])
         error = errors[0] if errors else problem_json(
             "unauthorized", f"authorization {failed[0]} is {states[failed[0]]}", 403)
-        if repo.transition_order(order.id, "pending", "invalid", error=error):
+        if repo.transition_order(order.id, order.status, "invalid", error=error):
             order.status, order.error = "invalid", error
-    elif all(states.get(a) == "valid" for a in order.authorization_ids):
+    elif order.status == "pending" and all(states.get(a) == "valid" for a in order.authorization_ids):
         if repo.transition_order(order.id, "pending", "ready"):
             order.status = "ready"
     return order

@@ -119,6 +119,8 @@ def check_validity_request(ca: IssuingCa, profile: CertificateProfile, not_befor
     start = not_before or now
     if not_before is not None and not_before < now - MAX_NOT_BEFORE_BACKDATE:
         raise malformed("'notBefore' is more than 24 hours in the past")
+    if not_before is not None and not_before >= ca.certificate.not_valid_after_utc:
+        raise malformed("'notBefore' is later than the issuing CA's own expiry")
     if not_after is not None:
         if not_after <= start:
             raise malformed("'notAfter' must be later than 'notBefore' and than now")

@@ -95,5 +95,6 @@ def not_found(detail: str) -> AcmeProblem:
     return AcmeProblem("malformed", detail, status=404)
 
 
-def method_not_allowed(detail: str) -> AcmeProblem:
-    return AcmeProblem("malformed", detail, status=405)
+def method_not_allowed(detail: str, allow: str = "POST") -> AcmeProblem:
+    """405 with the Allow header RFC 9110 §15.5.6 requires, listing the methods that do work."""
+    return AcmeProblem("malformed", detail, status=405, headers={"Allow": allow})

@@ -120,7 +120,7 @@ async def renewal_info(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
     retry_after = {"Retry-After": str(ctx.settings.ari.retry_after_seconds)}
     try:
         if request.method != "GET":
-            raise method_not_allowed("renewalInfo is read with GET")
+            raise method_not_allowed("renewalInfo is read with GET", allow="GET")
         key_identifier, serial_number = parse_cert_id(request.path_params["cert_id"])
 
         # The certID must name a certificate of this issuing CA, by its key identifier and serial.

@@ -41,6 +41,8 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise ValueError(f"invalid duration {text!r}: use a number of hours or days, such as 12h or 30d")
     amount, unit = int(match.group(1)), match.group(2)
+    if amount == 0:
+        raise ValueError(f"invalid duration {text!r}: it must be longer than zero")
     return timedelta(hours=amount) if unit == "h" else timedelta(days=amount)
 
 
@@ -75,7 +77,8 @@ def create(
     outside = [p for p in patterns if not cas[ca].constraints.permits(pattern_identifier(p))]
     if outside:
         _fail(f"patterns outside the constraints of CA {ca}: {', '.join(outside)}")
-    key_id = key_id or secrets.token_urlsafe(16)
+    # Hex, so that a key id never starts with "-" and passes as a command-line argument to clients.
+    key_id = key_id or secrets.token_hex(16)
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key_id):
         _fail(f"invalid key id {key_id!r}: use 1 to 64 characters of A-Z, a-z, 0-9, _ and -")
     hmac_key = os.urandom(HMAC_KEY_BYTES)
@@ -83,7 +86,7 @@ def create(
         if repo.get_eab_key(key_id) is not None:
             _fail(f"EAB key {key_id!r} already exists")
         repo.add_eab_key(key_id=key_id, ca_name=ca, hmac_key=hmac_key, description=description, created_at=now,
-                         expires_at=now + lifetime if lifetime else None, max_accounts=max_accounts,
+                         expires_at=now + lifetime if lifetime is not None else None, max_accounts=max_accounts,
                          accounts_bound=0, revoked_at=None, preauthorized=patterns)
         repo.audit(now, "eab.created", ca, {"key_id": key_id, "max_accounts": max_accounts,
                                             "expires_in": expires_in, "preauthorized": patterns})

@@ -1,0 +1,176 @@
+"""The directory (RFC 8555 §7.1.1), newNonce (§7.2) and the life of a nonce (§6.5)."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+
+import httpx
+import pytest
+
+from tests.support.acme_client import AcmeClient, b64url
+from tests.support.server import FleetcaServer
+
+from .helpers import BASE64URL, assert_problem, device_name, has_link
+
+DIRECTORY_RESOURCES = ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange")
+
+
+def test_directory_lists_resources(shared_fleetca: FleetcaServer, client: AcmeClient) -> None:
+    reply = client.http.get(shared_fleetca.directory_url())
+
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("application/json")
+    directory = reply.json()
+    root = f"{shared_fleetca.base_url}/acme/{shared_fleetca.ca_name}/"
+    for resource in DIRECTORY_RESOURCES:
+        assert directory[resource].startswith(root), resource
+    # fleetca offers pre-authorization, so newAuthz must be listed (RFC 8555 §7.4.1).
+    assert directory["newAuthz"].startswith(root)
+
+
+def test_directory_meta_profiles(client: AcmeClient) -> None:
+    meta = client.directory["meta"]
+
+    assert isinstance(meta["profiles"], dict)
+    assert meta["profiles"], "at least the default profile must be offered"
+    assert all(isinstance(text, str) for text in meta["profiles"].values())
+
+
+def test_directory_meta_eab_not_required(client: AcmeClient) -> None:
+    assert client.directory["meta"].get("externalAccountRequired", False) is False
+
+
+def test_directory_meta_eab_required(eab_fleetca: FleetcaServer) -> None:
+    context = ssl.create_default_context(cafile=str(eab_fleetca.root_pem))
+    with httpx.Client(verify=context, trust_env=False) as http:
+        meta = http.get(eab_fleetca.directory_url()).json()["meta"]
+
+    assert meta["externalAccountRequired"] is True
+
+
+def test_directory_rejects_post(client: AcmeClient) -> None:
+    reply = client.post(client.directory_url, None)
+
+    assert_problem(reply, "malformed", 405)
+    # RFC 9110 §15.5.6: a 405 lists the methods the resource does support.
+    allowed = {m.strip() for m in reply.headers.get("Allow", "").split(",")}
+    assert "GET" in allowed
+    assert "POST" not in allowed
+
+
+def test_new_nonce_head(client: AcmeClient) -> None:
+    reply = client.http.head(client.directory["newNonce"])
+
+    assert reply.status_code == 200
+    assert BASE64URL.match(reply.headers["Replay-Nonce"])
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert has_link_header(reply, client.directory_url)
+
+
+def test_new_nonce_get(client: AcmeClient) -> None:
+    reply = client.http.get(client.directory["newNonce"])
+
+    assert reply.status_code == 204
+    assert BASE64URL.match(reply.headers["Replay-Nonce"])
+    assert reply.headers["Cache-Control"] == "no-store"
+
+
+def test_new_nonce_rejects_post(client: AcmeClient) -> None:
+    reply = client.post(client.directory["newNonce"], None)
+
+    assert_problem(reply, "malformed", 405)
+    allowed = {m.strip() for m in reply.headers.get("Allow", "").split(",")}
+    assert {"GET", "HEAD"} <= allowed
+    assert "POST" not in allowed
+
+
+def test_nonces_unique_and_long(client: AcmeClient) -> None:
+    nonces = [client.http.head(client.directory["newNonce"]).headers["Replay-Nonce"] for _ in range(20)]
+
+    assert len(set(nonces)) == len(nonces)
+    for nonce in nonces:
+        assert BASE64URL.match(nonce), nonce
+        # RFC 8555 §6.5: enough entropy to be unpredictable; 128 bits is the usual floor.
+        assert len(base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))) >= 16
+
+
+def has_link_header(reply: httpx.Response, directory_url: str) -> bool:
+    return f'<{directory_url}>;rel="index"' in reply.headers.get("Link", "").replace(" ", "")
+
+
+# Bad nonces: each case builds the nonce to send from a fresh, valid one.
+BAD_NONCES = {
+    "replayed": lambda client, fresh: replay_used_nonce(client),
+    "unknown": lambda client, fresh: b64url(b"\x00" * 32),
+    "not-base64url": lambda client, fresh: "!!not a nonce!!",
+    "truncated": lambda client, fresh: fresh[:-4],
+    "empty": lambda client, fresh: "",
+}
+
+
+def replay_used_nonce(client: AcmeClient) -> str:
+    nonce = client.nonce()
+    reply = client.post(client.account_url, None, nonce=nonce)
+    assert reply.status == 200, reply.body
+    return nonce
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NONCES))
+def test_bad_nonce_rejected(client: AcmeClient, case: str) -> None:
+    fresh = client.nonce()
+    bad = BAD_NONCES[case](client, fresh)
+
+    reply = client.post(client.account_url, None, extra_protected={"nonce": bad})
+
+    assert_problem(reply, "badNonce", 400)
+
+
+def test_missing_nonce_rejected(client: AcmeClient) -> None:
+    reply = client.post(client.account_url, None, drop=("nonce",))
+
+    assert_problem(reply, "badNonce", 400)
+
+
+def test_nonce_of_wrong_type_rejected(client: AcmeClient) -> None:
+    reply = client.post(client.account_url, None, extra_protected={"nonce": 12345})
+
+    assert_problem(reply, "badNonce", 400)
+
+
+def test_bad_nonce_reply_nonce_works(client: AcmeClient) -> None:
+    reply = client.post(client.account_url, None, nonce=b64url(b"\x01" * 32))
+    assert_problem(reply, "badNonce", 400)
+    retry_nonce = reply.headers["Replay-Nonce"]
+
+    retry = client.post(client.account_url, None, nonce=retry_nonce)
+
+    assert retry.status == 200, retry.body
+
+
+def test_nonce_used_by_failed_request_is_spent(client: AcmeClient) -> None:
+    nonce = client.nonce()
+    failed = client.post(client.directory["newOrder"], {"identifiers": []}, nonce=nonce)
+    assert_problem(failed, "malformed", 400)
+
+    replay = client.post(client.directory["newOrder"],
+                         {"identifiers": [{"type": "dns", "value": device_name("nonce-spent")}]}, nonce=nonce)
+
+    assert_problem(replay, "badNonce", 400)
+
+
+def test_replay_nonce_on_success(client: AcmeClient) -> None:
+    reply = client.post(client.account_url, None)
+
+    assert reply.status == 200
+    assert BASE64URL.match(reply.headers["Replay-Nonce"])
+    assert has_link(reply, client.directory_url, "index")
+
+
+def test_replay_nonce_on_error_works(client: AcmeClient) -> None:
+    reply = client.post(client.directory["newOrder"], {"identifiers": "not a list"})
+    assert_problem(reply, "malformed", 400)
+
+    retry = client.post(client.account_url, None, nonce=reply.headers["Replay-Nonce"])
+
+    assert retry.status == 200, retry.body
