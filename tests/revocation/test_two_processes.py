@@ -45,7 +45,7 @@ def test_two_processes_share_crl_numbers(tmp_path: Path, dns_server: ChallTestSr
     first = FleetcaServer(tmp_path / "data", dns_server.dns_address, validation_ports,
                           http_public_url=shared_url, env=FAST_SCHEDULE)
     second = FleetcaServer(tmp_path / "data", dns_server.dns_address, validation_ports,
-                           http_public_url=shared_url, env=FAST_SCHEDULE)
+                           database_url=first.database_url, http_public_url=shared_url, env=FAST_SCHEDULE)
     second.log_path = tmp_path / "second-serve.log"
     first.init()
     first.start()

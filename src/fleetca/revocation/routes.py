@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Awaitable, Callable, Sequence
 
@@ -64,10 +64,11 @@ def _cache_headers(this_update: datetime, next_update: datetime, now: datetime, 
                    body: bytes) -> dict[str, str]:
     # RFC 5019 caching: HTTP caches keep the response no longer than it is valid.
     max_age = max(0, min(max_age_cap, int((next_update - now).total_seconds())))
+    # PostgreSQL returns times in the session's zone; HTTP dates are always GMT.
     return {
         "Cache-Control": f"public, max-age={max_age}, no-transform, must-revalidate",
-        "Last-Modified": format_datetime(this_update, usegmt=True),
-        "Expires": format_datetime(next_update, usegmt=True),
+        "Last-Modified": format_datetime(this_update.astimezone(UTC), usegmt=True),
+        "Expires": format_datetime(next_update.astimezone(UTC), usegmt=True),
         "ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"',
     }
 
