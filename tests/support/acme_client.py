@@ -86,10 +86,12 @@ class AcmeClient:
     key: jwk.JWK = field(default_factory=new_key)
     alg: str = "ES256"
     account_url: str | None = None
+    # An HTTP client to use instead of a new one, e.g. Starlette's in-process TestClient.
+    transport_client: httpx.Client | None = None
 
     def __post_init__(self) -> None:
-        self.http = httpx.Client(verify=ssl.create_default_context(cafile=str(self.ca_bundle)), timeout=30,
-                                 trust_env=False)
+        self.http = self.transport_client or httpx.Client(
+            verify=ssl.create_default_context(cafile=str(self.ca_bundle)), timeout=30, trust_env=False)
         self.directory = self.http.get(self.directory_url).json()
         self._nonce: str | None = None
 
