@@ -1,6 +1,6 @@
 """certbot's ACME Renewal Information support renews a certificate after ``fleetca renew-now``.
 
-certbot 5.x asks renewalInfo during ``certbot renew`` and renews when a random
+certbot 5.x requests renewalInfo during ``certbot renew`` and renews when a random
 time inside the suggested window has passed. Before renew-now the window lies
 days ahead and certbot keeps the certificate. After it, the window has ended and
 certbot renews at once. certbot asks again only after Retry-After (6 hours), so
