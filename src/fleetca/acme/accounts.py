@@ -23,7 +23,7 @@ ORDERS_PAGE_SIZE = 100
 
 
 def new_id() -> str:
-    """A random resource id: 96 bits, base64url."""
+    """Return a random resource id: 96 bits, base64url."""
     return secrets.token_urlsafe(12)
 
 

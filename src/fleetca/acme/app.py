@@ -76,7 +76,7 @@ def _routes() -> list[Route]:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Answer unknown paths and methods with a problem document and the usual ACME headers."""
+    """Return a problem document with the usual ACME headers for an unknown path or method."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 404:
         response = problem_response(not_found(f"no ACME resource at {request.url.path}"))

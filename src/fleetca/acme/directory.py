@@ -33,7 +33,7 @@ async def directory(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
 
 
 async def new_nonce(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    # §7.2: HEAD answers 200 and GET answers 204; the wrapper adds Replay-Nonce.
+    # §7.2: HEAD returns 200 and GET returns 204; the wrapper adds Replay-Nonce.
     if request.method == "HEAD":
         return Response(status_code=200)
     if request.method == "GET":

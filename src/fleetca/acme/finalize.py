@@ -65,7 +65,7 @@ def leaf_request(ctx: AcmeContext, ca: IssuingCa, order: Order, profile: Certifi
     policy_oids: tuple[str, ...] = ()
     ca_issuers_url = None
     if ca.is_baseline:
-        # BR §6.3.2 caps the validity by the date of issuance, whatever the profile says.
+        # BR §6.3.2 caps the validity by the date of issuance, whatever the profile sets.
         not_after = min(not_after, not_before + br_lifetime_cap(now))
         policy_oids = (DOMAIN_VALIDATED_POLICY.dotted_string,)
         http_base = ctx.settings.server.http_base_url()
@@ -78,7 +78,7 @@ def leaf_request(ctx: AcmeContext, ca: IssuingCa, order: Order, profile: Certifi
 
 
 def make_linter(ca: IssuingCa) -> Linter:
-    """A linter for the signer: pkilint, with the CA/B server-auth rules for a baseline CA."""
+    """Build the signer's linter: pkilint, with the CA/B server-auth rules for a baseline CA."""
     def lint(der: bytes) -> list[str]:
         return [str(f) for f in lint_certificate(der, serverauth_rules=ca.is_baseline)]
     return lint

@@ -125,7 +125,7 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
 
 
 def add_common_headers(response: Response, ctx: AcmeContext, directory_url: str | None) -> None:
-    """Add Replay-Nonce, Cache-Control and the Link to the directory to any ACME answer."""
+    """Add Replay-Nonce, Cache-Control and the Link to the directory to any ACME response."""
     response.headers["Replay-Nonce"] = ctx.nonces.issue(ctx.now())
     response.headers["Cache-Control"] = "no-store"
     if directory_url is not None:

@@ -39,7 +39,7 @@ class NonceService:
         """Accept ``nonce`` once, or raise badNonce."""
         issued_at = self._check(nonce, now)
         # A used nonce lost to a power cut could be replayed once at most, and only
-        # within its lifetime; that does not justify an fsync on every request.
+        # within its lifetime. That risk does not justify an fsync on every request.
         with self.database.transaction(durable=False) as repo:
             if not repo.use_nonce(nonce, issued_at + self.lifetime):
                 raise AcmeProblem("badNonce", "nonce has already been used; retry with the nonce in Replay-Nonce")

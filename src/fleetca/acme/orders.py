@@ -45,7 +45,7 @@ def new_authorization(account_id: str, ident: Identifier, now: datetime, lifetim
     wildcard = ident.type == "dns" and ident.value.startswith("*.")
     base = Identifier(ident.type, ident.value.removeprefix("*.")) if wildcard else ident
     authz_id = new_id()
-    token = secrets.token_urlsafe(32)  # 256 bits; RFC 8555 §8.1 asks for at least 128
+    token = secrets.token_urlsafe(32)  # 256 bits; RFC 8555 §8.1 requires at least 128
     challenges = [Challenge(id=new_id(), authorization_id=authz_id, type=t, token=token, status="pending")
                   for t in challenge_types_for(base, wildcard)]
     return Authorization(id=authz_id, account_id=account_id, identifier=base, wildcard=wildcard, status="pending",
@@ -54,7 +54,7 @@ def new_authorization(account_id: str, ident: Identifier, now: datetime, lifetim
 
 def preauthorized_authorization(account_id: str, ident: Identifier, now: datetime,
                                 lifetime: timedelta) -> Authorization:
-    """A valid authorization without challenges, for an identifier the account's EAB key pre-authorizes."""
+    """Build a valid authorization without challenges, for an identifier the account's EAB key pre-authorizes."""
     wildcard = ident.type == "dns" and ident.value.startswith("*.")
     base = Identifier(ident.type, ident.value.removeprefix("*."))
     return Authorization(id=new_id(), account_id=account_id, identifier=base, wildcard=wildcard, status="valid",

@@ -20,11 +20,11 @@ KEY_TYPES = ("ec256", "ec384", "ec521", "rsa2048", "rsa3072", "rsa4096")
 
 
 class WeakKey(ValueError):
-    """The key must not be certified; the message says why."""
+    """Raised for a key that must not be certified; the message gives the reason."""
 
 
 def key_type_name(key: CertificatePublicKeyTypes) -> str:
-    """The KEY_TYPES name of a key that passed :func:`check_public_key`."""
+    """Return the KEY_TYPES name of a key that passed :func:`check_public_key`."""
     if isinstance(key, rsa.RSAPublicKey):
         return f"rsa{key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):

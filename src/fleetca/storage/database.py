@@ -44,7 +44,7 @@ def make_engine(url: str) -> Engine:
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
             options = conn.get_execution_options()
             if options.get(READ_ONLY):
-                # A read needs no lock in WAL mode; it sees the last committed state.
+                # A read needs no lock in WAL mode, because it reads the last committed state.
                 conn.exec_driver_sql("BEGIN")
                 return
             # NORMAL skips the fsync of this commit; it survives a process crash but
@@ -86,7 +86,7 @@ class Database:
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Repository]:
-        """A read-write transaction; ``durable=False`` trades power-loss safety of its commit for speed."""
+        """Open a read-write transaction; ``durable=False`` trades power-loss safety of its commit for speed."""
         with self.engine.connect() as conn:
             if not durable:
                 conn = conn.execution_options(**{NOT_DURABLE: True})
@@ -95,7 +95,7 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Repository]:
-        """A read-only transaction that takes no write lock."""
+        """Open a read-only transaction that takes no write lock."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(**{READ_ONLY: True})
             with conn.begin():
