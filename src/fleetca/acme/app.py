@@ -29,6 +29,7 @@ from fleetca.acme.context import AcmeContext
 from fleetca.acme.http import acme_endpoint, add_common_headers, problem_response
 from fleetca.acme.nonces import NonceService
 from fleetca.acme.problems import AcmeProblem, method_not_allowed, not_found
+from fleetca.ca.publication import publication_routes
 from fleetca.ca.registry import load_issuing_cas
 from fleetca.clock import Clock, SystemClock
 from fleetca.revocation.routes import revocation_routes
@@ -119,8 +120,10 @@ def create_app(ctx: AcmeContext) -> Starlette:
     # CRL shards and OCSP are served here too, for deployments that put both
     # listeners behind one load balancer; certificates name the plain-HTTP URLs.
     revocation_service = RevocationService(ctx.settings, ctx.database, ctx.cas, ctx.clock)
-    app = Starlette(routes=_routes() + revocation_routes(), lifespan=lifespan,
+    publication = publication_routes(ctx.settings, {name: ca.certificate for name, ca in ctx.cas.items()})
+    app = Starlette(routes=_routes() + revocation_routes() + publication, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.ctx = ctx
     app.state.revocation = revocation_service
+    app.state.publication_routes = publication
     return app

@@ -137,7 +137,8 @@ def serve(
     if settings.server.http_listen:
         # CRLs and OCSP go over plain HTTP on a second listener, without the ACME routes.
         http_host, http_port = parse_host_port(settings.server.http_listen)
-        configs.append(uvicorn.Config(create_http_app(acme_app.state.revocation), host=http_host, port=http_port,
+        http_app = create_http_app(acme_app.state.revocation, extra_routes=acme_app.state.publication_routes)
+        configs.append(uvicorn.Config(http_app, host=http_host, port=http_port,
                                       lifespan="off", log_config=None, access_log=False, log_level=log_level,
                                       timeout_graceful_shutdown=5))
     serve_all(configs)

@@ -116,6 +116,8 @@ class Repository:
             not_after=order.not_after, profile=order.profile, error=order.error,
             certificate_id=order.certificate_id, created_at=order.created_at, replaces=order.replaces,
         ))
+        if not order.authorization_ids:
+            return
         self.conn.execute(insert(order_authorizations), [
             {"order_id": order.id, "authorization_id": authz_id, "position": n}
             for n, authz_id in enumerate(order.authorization_ids)

@@ -135,6 +135,9 @@ certificates = Table(
     Column("replaced_by_order", String(32), nullable=True),
     # When set, the ARI suggested window starts at this time (renew-now).
     Column("renew_from", DateTime(timezone=True), nullable=True),
+    # Finding revocations newer than a shard's thisUpdate, and one shard's revoked certificates.
+    Index("ix_certificates_revoked_at", "revoked_at"),
+    Index("ix_certificates_ca_shard_revoked", "ca_name", "crl_shard", "revoked_at"),
 )
 
 eab_keys = Table(
