@@ -61,8 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--time-limit", type=float, default=600,
                         help="seconds after which no new flow starts, per server and phase (default 600)")
     parser.add_argument("--quiet-wait", type=float, default=60,
-                        help="seconds to wait, before each server, for other processes to leave the CPUs idle "
-                             "(default 60)")
+                        help="seconds to wait, before each server, for 5 quiet seconds in a row in which other "
+                             "processes use under 10%% of a core (default 60)")
     parser.add_argument("--dns-port", type=int, default=53,
                         help="loopback UDP/TCP port of the DNS server; Caddy needs 53 (default 53)")
     parser.add_argument("--http01-port", type=int, default=80,
@@ -122,14 +122,21 @@ def check_certificates(load: LoadResult) -> list[str]:
     return problems
 
 
+QUIET_SECONDS = 5
+QUIET_CORE_SHARE = 0.1
+
+
 async def wait_for_quiet_machine(max_wait: float) -> None:
-    """Wait up to ``max_wait`` seconds for a second in which other processes use under 10 % of one core."""
+    """Wait up to ``max_wait`` seconds for 5 seconds in a row in which other processes use under 10 % of one core."""
     deadline = time.monotonic() + max_wait
+    quiet_since = time.monotonic()
     while True:
         busy_before, own_before = machine_busy_seconds(), _own_cpu_seconds()
         await asyncio.sleep(1.0)
         busy = machine_busy_seconds() - busy_before - (_own_cpu_seconds() - own_before)
-        if busy < 0.1:
+        if busy >= QUIET_CORE_SHARE:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= QUIET_SECONDS:
             return
         if time.monotonic() > deadline:
             log.warning("other processes still use %.0f%% of a core after %.0f s of waiting; measuring anyway",
@@ -167,12 +174,15 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         server.start_cpu_sampling()
     responder.counts.reset()
     log.info("%s: %d timed flows, %d at a time", server.name, args.count, args.concurrency)
+    transactions_before = server.database_transactions()
     database_before = server.database_cpu_seconds()
     cpu_before = tree_cpu_seconds(server.pid)
     machine_before = machine_busy_seconds()
+    dns_before = tree_cpu_seconds(dns.process.pid)
     load = await run_load(server.directory_url, server.ca_file, devices, args.concurrency, responder,
                           args.time_limit)
     machine_after = machine_busy_seconds()
+    dns_cpu = tree_cpu_seconds(dns.process.pid) - dns_before
     cpu_after = tree_cpu_seconds(server.pid)
     database_after = server.database_cpu_seconds()
     if recorder is not None:
@@ -184,10 +194,13 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
             summary.write_text(summarize(profile, 30, len(load.issued)) + "\n")
             log.info("%s: profile summary in %s", server.name, summary)
     rss = peak_rss_bytes(server.pid)
+    transactions_after = server.database_transactions()
+    transactions = None if transactions_after is None else transactions_after - (transactions_before or 0)
 
     server_cpu = cpu_after - cpu_before
     database_cpu = sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items())
-    other_cpu = max(0.0, machine_after - machine_before - server_cpu - database_cpu - load.generator_cpu_seconds)
+    other_cpu = max(0.0, machine_after - machine_before - server_cpu - database_cpu - load.generator_cpu_seconds
+                    - dns_cpu)
     errors = [f"{f.device.name}: {f.error}" for f in load.failed]
     if load.stopped_early:
         errors.append(f"time limit of {args.time_limit:.0f} s reached; {load.unstarted} flows never started")
@@ -202,6 +215,7 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         bad_nonce_retries=load.bad_nonce_retries, responder_answers=responder.counts.answered,
         responder_rejects=responder.counts.wrong_host + responder.counts.unknown, dns_queries=dns_queries,
         certificates_checked=len(load.issued), load_average=load_average, other_cpu_seconds=other_cpu,
+        database_transactions=transactions, dns_cpu_seconds=dns_cpu,
         errors=errors,
     )
 
