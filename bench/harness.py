@@ -174,7 +174,6 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         server.start_cpu_sampling()
     responder.counts.reset()
     log.info("%s: %d timed flows, %d at a time", server.name, args.count, args.concurrency)
-    transactions_before = server.database_transactions()
     database_before = server.database_cpu_seconds()
     cpu_before = tree_cpu_seconds(server.pid)
     machine_before = machine_busy_seconds()
@@ -194,8 +193,6 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
             summary.write_text(summarize(profile, 30, len(load.issued)) + "\n")
             log.info("%s: profile summary in %s", server.name, summary)
     rss = peak_rss_bytes(server.pid)
-    transactions_after = server.database_transactions()
-    transactions = None if transactions_after is None else transactions_after - (transactions_before or 0)
 
     server_cpu = cpu_after - cpu_before
     database_cpu = sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items())
@@ -215,7 +212,7 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         bad_nonce_retries=load.bad_nonce_retries, responder_answers=responder.counts.answered,
         responder_rejects=responder.counts.wrong_host + responder.counts.unknown, dns_queries=dns_queries,
         certificates_checked=len(load.issued), load_average=load_average, other_cpu_seconds=other_cpu,
-        database_transactions=transactions, dns_cpu_seconds=dns_cpu,
+        dns_cpu_seconds=dns_cpu,
         errors=errors,
     )
 

@@ -32,7 +32,6 @@ class Measurement:
     load_average: float  # 1-minute load average just before the server started
     other_cpu_seconds: float  # CPU of the kernel and every process not listed here during the timed phase
     dns_cpu_seconds: float
-    database_transactions: int | None  # during the timed phase, where the database counts them
     errors: list[str] = field(default_factory=list)
     round_rates: list[float] = field(default_factory=list)  # certificates/s of each round, when combined
 
@@ -83,8 +82,6 @@ def combine(rounds: list[Measurement]) -> Measurement:
         load_average=max(r.load_average for r in rounds),
         other_cpu_seconds=sum(r.other_cpu_seconds for r in rounds),
         dns_cpu_seconds=sum(r.dns_cpu_seconds for r in rounds),
-        database_transactions=None if any(r.database_transactions is None for r in rounds)
-        else sum(r.database_transactions or 0 for r in rounds),
         errors=[e for r in rounds for e in r.errors],
         round_rates=[r.certificates_per_second for r in rounds],
     )
@@ -95,7 +92,7 @@ def results_table(measurements: list[Measurement]) -> str:
               "| of which DB | server core use | "
               "peak RSS MiB | generator CPU ms/cert | generator core use | DNS server core use | rest of machine core use "
               "| requests/cert "
-              "| DNS queries/cert | DB transactions/cert |")
+              "| DNS queries/cert |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for m in measurements:
         issued = max(m.issued, 1)
@@ -108,8 +105,7 @@ def results_table(measurements: list[Measurement]) -> str:
             f"| {m.peak_rss_bytes / 2**20:.0f} | {m.generator_cpu_seconds * 1000 / issued:.1f} "
             f"| {100 * m.generator_cpu_seconds / m.wall_seconds:.0f}% "
             f"| {100 * m.dns_cpu_seconds / m.wall_seconds:.0f}% | {100 * m.other_cpu_seconds / m.wall_seconds:.0f}% "
-            f"| {m.requests / issued:.1f} | {m.dns_queries / issued:.1f} "
-            f"| {'-' if m.database_transactions is None else f'{m.database_transactions / issued:.1f}'} |")
+            f"| {m.requests / issued:.1f} | {m.dns_queries / issued:.1f} |")
     return "\n".join(lines)
 
 

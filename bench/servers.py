@@ -157,10 +157,6 @@ class ServerUnderTest:
         """CPU seconds of database server processes that work for this server, by PID; empty when in-process."""
         return {}
 
-    def database_transactions(self) -> int | None:
-        """Transactions the database has committed or rolled back so far, or None when it does not count them."""
-        return None
-
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
@@ -303,15 +299,6 @@ class FleetcaPostgresServer(FleetcaServer):
             pids = [row[0] for row in conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,))]
         return {pid: process_cpu_seconds(pid) for pid in pids}
-
-    def database_transactions(self) -> int:
-        # Backends report their counts to the statistics system up to a second late.
-        time.sleep(1.5)
-        with self._psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
-                               (self.database,)).fetchone()
-        return int(row[0]) if row else 0
 
     def version(self) -> str:
         with self._psycopg.connect(self.admin_url, autocommit=True) as conn:
