@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,8 +14,20 @@ from fleetca.acme.problems import malformed, not_found
 from fleetca.acme.urls import Urls
 from fleetca.acme.views import authorization_json
 from fleetca.ca.registry import IssuingCa
+from fleetca.storage.repository import Repository
 
 VALIDATION_RETRY_AFTER_SECONDS = 1
+
+
+def deactivate(repo: Repository, ca: IssuingCa, account_id: str, authz_id: str, now: datetime) -> None:
+    """Deactivate a pending or valid authorization (§7.5.2) and invalidate its open orders."""
+    for from_status in ("pending", "valid"):
+        if repo.transition_authorization(authz_id, from_status, "deactivated"):
+            repo.audit(now, "authorization.deactivated", ca.name, {"account": account_id, "authorization": authz_id})
+            refresh_orders_of_authorization(repo, authz_id, now)
+            return
+    current = repo.get_authorization(authz_id)
+    raise malformed(f"authorization is {current.status if current else 'gone'} and cannot be deactivated")
 
 
 async def authorization(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
@@ -24,22 +38,19 @@ async def authorization(request: Request, ctx: AcmeContext, ca: IssuingCa, urls:
     if payload is not None and payload.get("status") != "deactivated":
         raise malformed("an authorization update may only set status to \"deactivated\"")
     now = ctx.now()
-    with ctx.database.transaction() as repo:
+    # Polls are the common case: read without a write lock, and write only to
+    # record an expiry or a deactivation.
+    with ctx.database.read() as repo:
         current = repo.get_authorization(authz_id)
-        if current is None or current.account_id != auth.account.id:
-            raise not_found("no such authorization for this account")
-        expire_authorizations(repo, [authz_id], now)
-        if payload is not None:
-            # §7.5.2: only a pending or valid authorization can be deactivated.
-            for from_status in ("pending", "valid"):
-                if repo.transition_authorization(authz_id, from_status, "deactivated"):
-                    repo.audit(now, "authorization.deactivated", ca.name,
-                               {"account": auth.account.id, "authorization": authz_id})
-                    refresh_orders_of_authorization(repo, authz_id, now)
-                    break
-            else:
-                raise malformed(f"authorization is {repo.get_authorization(authz_id).status} and cannot be deactivated")
-        current = repo.get_authorization(authz_id)
+    if current is None or current.account_id != auth.account.id:
+        raise not_found("no such authorization for this account")
+    expired = current.status in ("pending", "valid") and current.expires <= now
+    if expired or payload is not None:
+        with ctx.database.transaction() as repo:
+            expire_authorizations(repo, [authz_id], now)
+            if payload is not None:
+                deactivate(repo, ca, auth.account.id, authz_id, now)
+            current = repo.get_authorization(authz_id)
     assert current is not None
     headers = {}
     if any(c.status == "processing" for c in current.challenges):

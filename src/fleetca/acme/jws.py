@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ ACCOUNT_KEY_ALGORITHMS: dict[str, tuple[str, str | None]] = {
     "RS256": ("RSA", None),
     "EdDSA": ("OKP", "Ed25519"),
 }
+ACCOUNT_KEY_ALGORITHM_NAMES = tuple(ACCOUNT_KEY_ALGORITHMS)
 MAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 MIN_RSA_ACCOUNT_KEY_BITS = 2048
 MAX_RSA_ACCOUNT_KEY_BITS = 8192
@@ -154,7 +156,20 @@ def check_account_alg(alg: str) -> None:
 
 
 def import_account_key(key: dict[str, Any], alg: str) -> jwk.JWK:
-    """Build a public JWK usable with ``alg``, raising badPublicKey if it cannot be."""
+    """Build a public JWK usable with ``alg``, raising badPublicKey if it cannot be.
+
+    Parsed keys are cached, because every request of an account carries the same key.
+    """
+    try:
+        canonical = json.dumps(key, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise AcmeProblem("badPublicKey", "JWK could not be parsed as a public key") from exc
+    return _import_account_key(canonical, alg)
+
+
+@functools.lru_cache(maxsize=4096)
+def _import_account_key(canonical: str, alg: str) -> jwk.JWK:
+    key = json.loads(canonical)
     check_account_alg(alg)
     kty, crv = ACCOUNT_KEY_ALGORITHMS[alg]
     if key.get("kty") != kty or (crv is not None and key.get("crv") != crv):

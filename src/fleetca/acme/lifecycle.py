@@ -57,6 +57,23 @@ def refresh_order(repo: Repository, order: Order, now: datetime) -> Order:
     return order
 
 
+def order_needs_refresh(order: Order, states: dict[str, tuple[str, datetime]], now: datetime) -> bool:
+    """True when reading ``order`` would change it: expiry, a failed authorization, or all valid."""
+    if order.status not in ("pending", "ready"):
+        return False
+    if order.expires <= now:
+        return True
+    statuses = []
+    for authz_id in order.authorization_ids:
+        status, expires = states.get(authz_id, ("missing", now))
+        if status in ("pending", "valid") and expires <= now:
+            return True
+        statuses.append(status)
+    if any(s in FAILED_AUTHORIZATION_STATES for s in statuses):
+        return True
+    return order.status == "pending" and all(s == "valid" for s in statuses)
+
+
 def refresh_orders_of_authorization(repo: Repository, authz_id: str, now: datetime) -> None:
     for order_id in repo.order_ids_for_authorization(authz_id):
         order = repo.get_order(order_id)

@@ -18,6 +18,7 @@ from hashlib import sha256
 from fleetca.acme.jws import b64url_decode, b64url_encode
 from fleetca.acme.problems import AcmeProblem
 from fleetca.storage.database import Database
+from fleetca.storage.repository import Repository
 
 NONCE_SECRET_NAME = "nonce-hmac-key"
 DEFAULT_LIFETIME = timedelta(hours=1)
@@ -35,14 +36,20 @@ class NonceService:
         body = struct.pack(">Q", int(now.timestamp())) + os.urandom(8)
         return b64url_encode(body + hmac.new(self._key, body, sha256).digest()[:16])
 
-    def consume(self, nonce: str, now: datetime) -> None:
-        """Accept ``nonce`` once, or raise badNonce."""
+    def consume(self, nonce: str, now: datetime, repo: Repository | None = None) -> None:
+        """Accept ``nonce`` once, or raise badNonce; ``repo`` records it in a transaction already open."""
         issued_at = self._check(nonce, now)
+        if repo is not None:
+            self._record(repo, nonce, issued_at)
+            return
         # A used nonce lost to a power cut could be replayed once at most, and only
         # within its lifetime. That risk does not justify an fsync on every request.
-        with self.database.transaction(durable=False) as repo:
-            if not repo.use_nonce(nonce, issued_at + self.lifetime):
-                raise AcmeProblem("badNonce", "nonce has already been used; retry with the nonce in Replay-Nonce")
+        with self.database.transaction(durable=False) as new_repo:
+            self._record(new_repo, nonce, issued_at)
+
+    def _record(self, repo: Repository, nonce: str, issued_at: datetime) -> None:
+        if not repo.use_nonce(nonce, issued_at + self.lifetime):
+            raise AcmeProblem("badNonce", "nonce has already been used; retry with the nonce in Replay-Nonce")
 
     def _check(self, nonce: str, now: datetime) -> datetime:
         try:

@@ -13,7 +13,7 @@ from fleetca.acme.accounts import new_id
 from fleetca.acme.context import AcmeContext
 from fleetca.acme.http import authenticate, json_response
 from fleetca.acme.identifiers import parse_identifiers
-from fleetca.acme.lifecycle import refresh_order
+from fleetca.acme.lifecycle import order_needs_refresh, refresh_order
 from fleetca.acme.renewal_info import check_replaces, mark_replaced
 from fleetca.acme.problems import AcmeProblem, malformed, not_found
 from fleetca.acme.urls import Urls
@@ -166,11 +166,19 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
 async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
     auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True)
     assert auth.account is not None
-    with ctx.database.transaction() as repo:
+    now = ctx.now()
+    # Polls are the common case: read without a write lock, and take one only
+    # when the order's state has to change.
+    with ctx.database.read() as repo:
         current = repo.get_order(request.path_params["id"])
         if current is None or current.account_id != auth.account.id:
             raise not_found("no such order for this account")
-        current = refresh_order(repo, current, ctx.now())
+        states = {a: (status, expires) for a, status, expires in repo.authorization_states(current.authorization_ids)}
+    if order_needs_refresh(current, states, now):
+        with ctx.database.transaction() as repo:
+            fresh = repo.get_order(current.id)
+            assert fresh is not None
+            current = refresh_order(repo, fresh, now)
     headers = {"Location": urls.order(current.id)}
     if current.status == "processing":
         headers["Retry-After"] = str(PROCESSING_RETRY_AFTER_SECONDS)

@@ -20,11 +20,10 @@ def sqlite_url(path: Path) -> str:
 
 
 READ_ONLY = "fleetca_read_only"
-NOT_DURABLE = "fleetca_not_durable"
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and fully synchronous commits."""
+def make_engine(url: str, *, durable: bool = True) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and, when ``durable``, fully synchronous commits."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -35,33 +34,30 @@ def make_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            # FULL makes each commit durable across power loss, not only process crash.
-            cursor.execute("PRAGMA synchronous=FULL")
+            # FULL makes each commit durable across power loss. NORMAL skips the
+            # fsync of a commit, so the commit survives a process crash but not a
+            # power loss; only the used-nonce table is written that way.
+            cursor.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            options = conn.get_execution_options()
-            if options.get(READ_ONLY):
+            if conn.get_execution_options().get(READ_ONLY):
                 # A read needs no lock in WAL mode, because it reads the last committed state.
                 conn.exec_driver_sql("BEGIN")
-                return
-            # NORMAL skips the fsync of this commit; it survives a process crash but
-            # not a power loss. Only the used-nonce table is written this way.
-            conn.exec_driver_sql("PRAGMA synchronous=" + ("NORMAL" if options.get(NOT_DURABLE) else "FULL"))
-            # IMMEDIATE takes the write lock up front, so two writers queue on the
-            # busy timeout instead of failing later with "database is locked".
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                # IMMEDIATE takes the write lock up front, so two writers queue on the
+                # busy timeout instead of failing later with "database is locked".
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-
-    @event.listens_for(engine, "begin")
-    def _postgres_begin(conn):  # type: ignore[no-untyped-def]
-        if conn.get_execution_options().get(NOT_DURABLE):
+    if not durable:
+        @event.listens_for(engine, "begin")
+        def _postgres_begin(conn):  # type: ignore[no-untyped-def]
             # The commit returns before the WAL reaches disk; a crash loses at most
             # the last few hundred milliseconds of such commits.
             conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
@@ -83,15 +79,20 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._fast_engine: Engine | None = None
+
+    @property
+    def fast_engine(self) -> Engine:
+        """The engine whose commits skip waiting for the disk, created on first use."""
+        if self._fast_engine is None:
+            self._fast_engine = make_engine(self.url, durable=False)
+        return self._fast_engine
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Repository]:
         """Open a read-write transaction; ``durable=False`` trades power-loss safety of its commit for speed."""
-        with self.engine.connect() as conn:
-            if not durable:
-                conn = conn.execution_options(**{NOT_DURABLE: True})
-            with conn.begin():
-                yield Repository(conn)
+        with (self.engine if durable else self.fast_engine).begin() as conn:
+            yield Repository(conn)
 
     @contextmanager
     def read(self) -> Iterator[Repository]:
@@ -103,3 +104,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._fast_engine is not None:
+            self._fast_engine.dispose()

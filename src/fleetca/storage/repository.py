@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from fleetca.domain import Account, Authorization, Challenge, Identifier, IssuedCertificate, Order
@@ -30,6 +30,10 @@ from fleetca.storage.tables import (
     service_secrets,
     used_nonces,
 )
+
+
+_USE_NONCE = text("INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :expires) ON CONFLICT DO NOTHING")
+_USE_NONCE = _USE_NONCE.bindparams(bindparam("expires", type_=used_nonces.c.expires.type))
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -325,12 +329,9 @@ class Repository:
 
     def use_nonce(self, nonce: str, expires: datetime) -> bool:
         """Record a nonce as used; False when it was used before."""
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(insert(used_nonces).values(nonce=nonce, expires=expires))
-        except IntegrityError:
-            return False
-        return True
+        # ON CONFLICT DO NOTHING works on SQLite and PostgreSQL and needs no savepoint.
+        result = self.conn.execute(_USE_NONCE, {"nonce": nonce, "expires": expires})
+        return result.rowcount == 1
 
     def prune_used_nonces(self, now: datetime) -> int:
         return self.conn.execute(delete(used_nonces).where(used_nonces.c.expires < now)).rowcount

@@ -31,30 +31,41 @@ class Http01Validator:
         self.https_port = https_port
         self.timeout = timeout
         self.max_redirects = max_redirects
+        self._http: httpx.AsyncClient | None = None
 
     async def validate(self, identifier: Identifier, token: str, key_authorization: str) -> None:
         host = _url_host(identifier.value)
         url = f"http://{host}:{self.port}/.well-known/acme-challenge/{token}"
         seen: set[str] = set()
-        async with httpx.AsyncClient(verify=False, follow_redirects=False, timeout=self.timeout,
-                                     trust_env=False) as client:
-            for _ in range(self.max_redirects + 1):
-                if url in seen:
-                    raise ValidationFailed("connection", f"redirect loop at {url}")
-                seen.add(url)
-                response, content = await self._fetch(client, url)
-                if response.is_redirect:
-                    location = response.headers.get("location", "")
-                    url = self._check_redirect(url, urljoin(url, location))
-                    continue
-                if response.status_code != 200:
-                    raise ValidationFailed("unauthorized", f"{url} returned HTTP {response.status_code}, not 200")
-                body = content.decode("utf-8", "replace")
-                if body.rstrip() != key_authorization:
-                    raise ValidationFailed("incorrectResponse",
-                                           f"{url} returned {body.rstrip()[:100]!r}, not the key authorization")
-                return
+        client = self._client()
+        for _ in range(self.max_redirects + 1):
+            if url in seen:
+                raise ValidationFailed("connection", f"redirect loop at {url}")
+            seen.add(url)
+            response, content = await self._fetch(client, url)
+            if response.is_redirect:
+                location = response.headers.get("location", "")
+                url = self._check_redirect(url, urljoin(url, location))
+                continue
+            if response.status_code != 200:
+                raise ValidationFailed("unauthorized", f"{url} returned HTTP {response.status_code}, not 200")
+            body = content.decode("utf-8", "replace")
+            if body.rstrip() != key_authorization:
+                raise ValidationFailed("incorrectResponse",
+                                       f"{url} returned {body.rstrip()[:100]!r}, not the key authorization")
+            return
         raise ValidationFailed("connection", f"more than {self.max_redirects} redirects")
+
+    def _client(self) -> httpx.AsyncClient:
+        """One client for all validations, so its TLS context is built once.
+
+        Connections are not kept alive: each validation connects anew, as a
+        validation from an unrelated vantage point would.
+        """
+        if self._http is None:
+            self._http = httpx.AsyncClient(verify=False, follow_redirects=False, timeout=self.timeout,
+                                           trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
+        return self._http
 
     async def _fetch(self, client: httpx.AsyncClient, url: str) -> tuple[httpx.Response, bytes]:
         """GET ``url`` from each of its host's addresses until one answers; return the body too."""
