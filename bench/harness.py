@@ -28,7 +28,7 @@ from acme_client import make_devices
 from loadgen import LoadResult, run_load
 from procstat import machine_busy_seconds, peak_rss_bytes, tree_cpu_seconds
 from profiling import PySpyRecorder, summarize
-from report import Measurement, combine, ratios_table, results_table, target_lines
+from report import Measurement, combine, ratios_table, results_table, statements_table, target_lines
 from responder import Http01Responder
 from servers import (
     DEVICE_DOMAIN,
@@ -63,6 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=60,
                         help="seconds to wait, before each server, for 5 quiet seconds in a row in which other "
                              "processes use under 10%% of a core (default 60)")
+
     parser.add_argument("--dns-port", type=int, default=53,
                         help="loopback UDP/TCP port of the DNS server; Caddy needs 53 (default 53)")
     parser.add_argument("--http01-port", type=int, default=80,
@@ -73,12 +74,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fleetca-ref", default="HEAD",
                         help="git commit of fleetca to run, exported with git archive, or 'worktree' for the "
                              "work tree's src/ as it is (default HEAD)")
+
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="profile fleetca during its timed flows into DIR: NAME.cpu.txt samples CPU time "
-                             "from inside the server, NAME.wall.txt is py-spy's wall-clock profile; the numbers "
-                             "of such a run include the profilers' overhead and are not for comparison")
+                        help="profile fleetca during its timed flows into DIR: NAME.roundN.cpu.txt samples CPU "
+                             "time from inside the server, NAME.roundN.wall.txt is py-spy's wall-clock profile, "
+                             "and each has a -summary.txt; the numbers of such a run include the profilers' "
+                             "overhead and are not for comparison")
+    parser.add_argument("--pg-statements", action="store_true",
+                        help="count the SQL statements fleetca-postgres sends, from PostgreSQL's log; logging "
+                             "them costs CPU, so such a run is not for comparison")
     parser.add_argument("--keep", action="store_true", help="keep the work directory with server logs")
+
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(args.servers) - set(ALL_SERVERS)
@@ -174,6 +181,8 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         server.start_cpu_sampling()
     responder.counts.reset()
     log.info("%s: %d timed flows, %d at a time", server.name, args.count, args.concurrency)
+    statement_log = server.statement_log if isinstance(server, FleetcaPostgresServer) else None
+    log_offset = statement_log.offset() if statement_log else 0
     database_before = server.database_cpu_seconds()
     cpu_before = tree_cpu_seconds(server.pid)
     machine_before = machine_busy_seconds()
@@ -193,6 +202,7 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
             summary.write_text(summarize(profile, 30, len(load.issued)) + "\n")
             log.info("%s: profile summary in %s", server.name, summary)
     rss = peak_rss_bytes(server.pid)
+    statements = dict(statement_log.count_since(log_offset)) if statement_log else {}
 
     server_cpu = cpu_after - cpu_before
     database_cpu = sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items())
@@ -212,7 +222,7 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         bad_nonce_retries=load.bad_nonce_retries, responder_answers=responder.counts.answered,
         responder_rejects=responder.counts.wrong_host + responder.counts.unknown, dns_queries=dns_queries,
         certificates_checked=len(load.issued), load_average=load_average, other_cpu_seconds=other_cpu,
-        dns_cpu_seconds=dns_cpu,
+        dns_cpu_seconds=dns_cpu, database_statements=statements,
         errors=errors,
     )
 
@@ -253,6 +263,8 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
                 server = make_server(name, args, workdir / f"round{round_number}", dns.address, source)
                 if args.profile and isinstance(server, FleetcaServer):
                     server.profile_cpu(args.profile.resolve() / f"{name}.round{round_number}.cpu.txt")
+                if args.pg_statements and isinstance(server, FleetcaPostgresServer):
+                    server.log_statements()
                 try:
                     measurement = await measure(server, args, dns, responder)
                 finally:
@@ -296,6 +308,8 @@ def main(argv: list[str]) -> int:
     print()
     print(ratios_table(measurements))
     print()
+    if args.pg_statements:
+        print(statements_table(measurements))
     for line in target_lines(measurements):
         print(line)
     if args.json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 FLEETCA_SERVERS = ("fleetca-sqlite", "fleetca-postgres")
@@ -32,6 +33,7 @@ class Measurement:
     load_average: float  # 1-minute load average just before the server started
     other_cpu_seconds: float  # CPU of the kernel and every process not listed here during the timed phase
     dns_cpu_seconds: float
+    database_statements: dict[str, int] = field(default_factory=dict)  # by kind, when counted
     errors: list[str] = field(default_factory=list)
     round_rates: list[float] = field(default_factory=list)  # certificates/s of each round, when combined
 
@@ -82,6 +84,7 @@ def combine(rounds: list[Measurement]) -> Measurement:
         load_average=max(r.load_average for r in rounds),
         other_cpu_seconds=sum(r.other_cpu_seconds for r in rounds),
         dns_cpu_seconds=sum(r.dns_cpu_seconds for r in rounds),
+        database_statements=dict(sum((Counter(r.database_statements) for r in rounds), Counter())),
         errors=[e for r in rounds for e in r.errors],
         round_rates=[r.certificates_per_second for r in rounds],
     )
@@ -106,6 +109,21 @@ def results_table(measurements: list[Measurement]) -> str:
             f"| {100 * m.generator_cpu_seconds / m.wall_seconds:.0f}% "
             f"| {100 * m.dns_cpu_seconds / m.wall_seconds:.0f}% | {100 * m.other_cpu_seconds / m.wall_seconds:.0f}% "
             f"| {m.requests / issued:.1f} | {m.dns_queries / issued:.1f} |")
+    return "\n".join(lines)
+
+
+def statements_table(measurements: list[Measurement]) -> str:
+    """Per-certificate counts of the SQL statements each server sent to PostgreSQL, by kind."""
+    lines = []
+    for m in measurements:
+        if not m.database_statements or not m.issued:
+            continue
+        total = sum(m.database_statements.values())
+        lines += [f"{m.server}: {total / m.issued:.1f} SQL statements per certificate", "",
+                  "| statement | per cert |", "|---|---|"]
+        ordered = sorted(m.database_statements.items(), key=lambda item: -item[1])
+        lines += [f"| {kind} | {count / m.issued:.1f} |" for kind, count in ordered]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from http11 import HttpConnection, HttpError, client_ssl_context
+from pg_statements import StatementLog
 from procstat import process_cpu_seconds
 
 LOOPBACK = "127.0.0.1"
@@ -289,6 +290,11 @@ class FleetcaPostgresServer(FleetcaServer):
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.database}"')
         self._created = True
+        self.statement_log: StatementLog | None = None
+
+    def log_statements(self) -> None:
+        """Have PostgreSQL log every statement of this database, to count them; call before start."""
+        self.statement_log = StatementLog(self._psycopg, self.admin_url, self.database)
 
     def database_url(self) -> str:
         base, _, _ = self.admin_url.rpartition("/")

@@ -1,0 +1,76 @@
+"""Counting the SQL statements that fleetca sends to PostgreSQL, from the server's own log.
+
+``ALTER DATABASE ... SET log_statement = 'all'`` makes every session of the
+benchmark's database log each statement. The count covers the lines appended
+to the log file during the timed flows. Logging every statement costs the
+PostgreSQL backends CPU, so a run that counts statements is a diagnostic run,
+not one to compare CPU with.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+# Debian's pg_ctlcluster sends the server's stderr here, named by the cluster name.
+DEBIAN_LOG_DIRECTORY = Path("/var/log/postgresql")
+_STATEMENT = re.compile(r"LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$")
+# The log has only the first line of a multi-line statement where the prefix is, so a
+# SELECT is named by its first column's table ("SELECT accounts.id, ...").
+_TABLE = re.compile(r"^(?:SELECT\s+\"?(?P<column_table>\w+)\.|(?:INSERT INTO|UPDATE|DELETE FROM)\s+\"?(?P<table>\w+))",
+                    re.IGNORECASE)
+
+
+class StatementLog:
+    """The statements one database's sessions log, counted by kind."""
+
+    def __init__(self, psycopg_module, admin_url: str, database: str) -> None:  # type: ignore[no-untyped-def]
+        self.database = database
+        with psycopg_module.connect(admin_url, autocommit=True) as conn:
+            cluster = conn.execute("SHOW cluster_name").fetchone()[0]
+            conn.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")
+        if not cluster:
+            raise RuntimeError("PostgreSQL has no cluster_name, so its log file cannot be found; "
+                               "counting statements needs a Debian cluster started by pg_ctlcluster")
+        self.path = DEBIAN_LOG_DIRECTORY / f"postgresql-{cluster.replace('/', '-')}.log"
+        if not self.path.exists():
+            raise RuntimeError(f"PostgreSQL log {self.path} not found; counting statements needs it")
+
+    def offset(self) -> int:
+        return self.path.stat().st_size
+
+    def count_since(self, offset: int) -> Counter[str]:
+        """Count the database's statements logged after ``offset``, by kind such as "SELECT accounts"."""
+        # The server writes its log asynchronously; give the last lines a moment to land.
+        time.sleep(0.5)
+        marker = f"@{self.database} LOG:  "
+        kinds: Counter[str] = Counter()
+        with open(self.path, "rb") as log_file:
+            log_file.seek(offset)
+            for raw in log_file:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if marker not in line:
+                    continue
+                match = _STATEMENT.search(line)
+                if match:
+                    kinds[statement_kind(match.group("sql"))] += 1
+        return kinds
+
+
+def statement_kind(sql: str) -> str:
+    """Name a statement by its verb and first table, e.g. "SELECT accounts" or "BEGIN"."""
+    text = sql.strip()
+    if text in ("", ";"):
+        return "; (connection check)"
+    verb = text.split(None, 1)[0].upper()
+    if verb in ("SELECT", "INSERT", "UPDATE", "DELETE"):
+        match = _TABLE.search(text)
+        table = match and (match.group("column_table") or match.group("table"))
+        return f"{verb} {table}" if table else verb
+    if verb == "SET":
+        return " ".join(text.split()[:3])
+    if verb == "RELEASE":
+        return "RELEASE SAVEPOINT"
+    return verb
