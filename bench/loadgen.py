@@ -10,9 +10,10 @@ One device flow is what a device does to get its first certificate:
 6. finalize with the device's P-256 CSR, then poll the order until it is valid if it is not yet;
 7. POST-as-GET the certificate URL.
 
-Polls wait 25 ms, then twice as long each time up to 400 ms, and ignore
-Retry-After: a server that asks for a 1 s pause would otherwise be measured by
-its pause. Each worker keeps one TLS connection open across its flows.
+Polls wait 25 ms, then twice as long each time up to 400 ms. They ignore
+Retry-After, because a server that requests a 1 s pause would otherwise be
+measured by its pause. Each worker keeps one TLS connection open across its
+flows.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 It returns the key authorization that the device flow registered for TOKEN
 to GET /.well-known/acme-challenge/TOKEN, but only when the Host header names
 that device. A 200 therefore shows that the server resolved the device's name
-and connected to this responder. Connections stay open for further requests unless
-the validator asks to close them.
+and connected to this responder. Connections stay open for further requests
+unless the validator sends "Connection: close".
 """
 
 from __future__ import annotations
