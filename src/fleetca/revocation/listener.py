@@ -48,5 +48,13 @@ async def _serve_all(configs: list[uvicorn.Config]) -> None:
 
 
 def serve_all(configs: list[uvicorn.Config]) -> None:
-    """Serve every config until SIGINT or SIGTERM, or until one of them fails to start."""
-    asyncio.run(_serve_all(configs))
+    """Serve every config until SIGINT or SIGTERM, or until one of them fails to start.
+
+    The event loop is uvloop when it is installed, as uvicorn itself would choose.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve_all(configs))
+    else:
+        uvloop.run(_serve_all(configs))
