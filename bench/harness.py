@@ -210,7 +210,8 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
                     - dns_cpu)
     errors = [f"{f.device.name}: {f.error}" for f in load.failed]
     if load.stopped_early:
-        errors.append(f"time limit of {args.time_limit:.0f} s reached; {load.unstarted} flows never started")
+        errors.append(f"stopped after the time limit of {args.time_limit:.0f} s or more than {args.concurrency} "
+                      f"failed flows in a row; {load.unstarted} flows never started")
     errors += check_certificates(load)
     dns_queries = sum(dns.query_count(d.name) for d in devices)
     return Measurement(

@@ -61,7 +61,10 @@ class HttpConnection:
         for attempt in (1, 2):
             reused = self._writer is not None
             if not reused:
-                await self._connect()
+                try:
+                    await self._connect()
+                except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+                    raise HttpError(f"{method} {url}: cannot connect: {exc.__class__.__name__}: {exc}") from exc
             try:
                 return await asyncio.wait_for(self._exchange(message, method), self.timeout)
             except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, HttpError) as exc:

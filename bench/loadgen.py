@@ -67,8 +67,10 @@ class LoadResult:
 class _Shared:
     queue: list[Device]
     deadline: float
+    max_failures_in_a_row: int
     results: list[FlowResult] = field(default_factory=list)
     stopped_early: bool = False
+    failures_in_a_row: int = 0
 
 
 async def run_device_flow(session: AcmeSession, device: Device, responder: Http01Responder) -> bytes:
@@ -139,7 +141,8 @@ async def _worker(shared: _Shared, origin: str, directory_url: str, ca_file: str
     stats.append(session)
     try:
         while shared.queue:
-            if time.monotonic() > shared.deadline:
+            # A server that fails every flow, or has stopped answering, is not measured further.
+            if time.monotonic() > shared.deadline or shared.failures_in_a_row > shared.max_failures_in_a_row:
                 shared.stopped_early = True
                 return
             device = shared.queue.pop()
@@ -156,16 +159,22 @@ async def _worker(shared: _Shared, origin: str, directory_url: str, ca_file: str
             result.seconds = time.monotonic() - started
             result.requests = session.requests - before
             shared.results.append(result)
+            shared.failures_in_a_row = 0 if result.error is None else shared.failures_in_a_row + 1
     finally:
         await connection.close()
 
 
 async def run_load(directory_url: str, ca_file: str, devices: list[Device], concurrency: int,
                    responder: Http01Responder, time_limit: float) -> LoadResult:
-    """Run every device's flow with ``concurrency`` workers, stopping new flows after ``time_limit`` seconds."""
+    """Run every device's flow with ``concurrency`` workers.
+
+    No new flow starts after ``time_limit`` seconds, or after more than
+    ``concurrency`` flows in a row have failed.
+    """
     scheme, _, netloc = directory_url.split("/", 3)[:3]
     origin = f"{scheme}//{netloc}"
-    shared = _Shared(queue=list(reversed(devices)), deadline=time.monotonic() + time_limit)
+    shared = _Shared(queue=list(reversed(devices)), deadline=time.monotonic() + time_limit,
+                     max_failures_in_a_row=concurrency)
     sessions: list[AcmeSession] = []
     cpu_before = _own_cpu_seconds()
     started = time.monotonic()
