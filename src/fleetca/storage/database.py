@@ -54,7 +54,10 @@ def make_engine(url: str, *, durable: bool = True) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No pool_pre_ping: it costs a round trip per transaction. After a database
+    # restart, SQLAlchemy sees the disconnect on first use, fails that one request
+    # and drops the pool's stale connections.
+    engine = create_engine(url, pool_size=10, max_overflow=10, pool_recycle=3600)
     if not durable:
         @event.listens_for(engine, "begin")
         def _postgres_begin(conn):  # type: ignore[no-untyped-def]

@@ -36,6 +36,23 @@ _USE_NONCE = text("INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :exp
 _USE_NONCE = _USE_NONCE.bindparams(bindparam("expires", type_=used_nonces.c.expires.type))
 
 
+# Statements on the request path, built once: building a statement and its
+# cache key costs more than running it on SQLite.
+_ACCOUNT_BY_ID = select(accounts).where(accounts.c.id == bindparam("id"))
+_ACCOUNT_BY_KEY = select(accounts).where(and_(accounts.c.ca_name == bindparam("ca"),
+                                              accounts.c.key_thumbprint == bindparam("thumbprint")))
+_ORDER_BY_ID = select(orders).where(orders.c.id == bindparam("id"))
+_ORDER_AUTHORIZATION_IDS = (select(order_authorizations.c.authorization_id)
+                            .where(order_authorizations.c.order_id == bindparam("id"))
+                            .order_by(order_authorizations.c.position))
+_AUTHORIZATION_BY_ID = select(authorizations).where(authorizations.c.id == bindparam("id"))
+_CHALLENGES_OF_AUTHORIZATION = (select(challenges).where(challenges.c.authorization_id == bindparam("id"))
+                                .order_by(challenges.c.type))
+_CHALLENGE_BY_ID = select(challenges).where(challenges.c.id == bindparam("id"))
+_AUTHORIZATION_STATES = (select(authorizations.c.id, authorizations.c.status, authorizations.c.expires)
+                         .where(authorizations.c.id.in_(bindparam("ids", expanding=True))))
+
+
 def utc(value: datetime | None) -> datetime | None:
     """Attach UTC to a naive datetime read back from SQLite."""
     if value is None:
@@ -100,12 +117,11 @@ class Repository:
         ))
 
     def get_account(self, account_id: str) -> Account | None:
-        row = self.conn.execute(select(accounts).where(accounts.c.id == account_id)).first()
+        row = self.conn.execute(_ACCOUNT_BY_ID, {"id": account_id}).first()
         return _account(row) if row else None
 
     def find_account_by_key(self, ca_name: str, key_thumbprint: str) -> Account | None:
-        row = self.conn.execute(select(accounts).where(
-            and_(accounts.c.ca_name == ca_name, accounts.c.key_thumbprint == key_thumbprint))).first()
+        row = self.conn.execute(_ACCOUNT_BY_KEY, {"ca": ca_name, "thumbprint": key_thumbprint}).first()
         return _account(row) if row else None
 
     def update_account(self, account_id: str, **values: Any) -> None:
@@ -128,14 +144,10 @@ class Repository:
         ])
 
     def get_order(self, order_id: str) -> Order | None:
-        row = self.conn.execute(select(orders).where(orders.c.id == order_id)).first()
+        row = self.conn.execute(_ORDER_BY_ID, {"id": order_id}).first()
         if row is None:
             return None
-        authz_ids = self.conn.execute(
-            select(order_authorizations.c.authorization_id)
-            .where(order_authorizations.c.order_id == order_id)
-            .order_by(order_authorizations.c.position)
-        ).scalars().all()
+        authz_ids = self.conn.execute(_ORDER_AUTHORIZATION_IDS, {"id": order_id}).scalars().all()
         return Order(
             id=row.id, account_id=row.account_id, status=row.status, expires=utc(row.expires),
             identifiers=[Identifier(i["type"], i["value"]) for i in row.identifiers],
@@ -191,12 +203,10 @@ class Repository:
             ])
 
     def get_authorization(self, authz_id: str) -> Authorization | None:
-        row = self.conn.execute(select(authorizations).where(authorizations.c.id == authz_id)).first()
+        row = self.conn.execute(_AUTHORIZATION_BY_ID, {"id": authz_id}).first()
         if row is None:
             return None
-        chall_rows = self.conn.execute(
-            select(challenges).where(challenges.c.authorization_id == authz_id).order_by(challenges.c.type)
-        ).all()
+        chall_rows = self.conn.execute(_CHALLENGES_OF_AUTHORIZATION, {"id": authz_id}).all()
         return Authorization(
             id=row.id, account_id=row.account_id,
             identifier=Identifier(row.identifier_type, row.identifier_value), wildcard=row.wildcard,
@@ -227,10 +237,7 @@ class Repository:
 
     def authorization_states(self, authz_ids: list[str]) -> list[tuple[str, str, datetime]]:
         """(id, status, expires) of each authorization, without its challenges."""
-        rows = self.conn.execute(
-            select(authorizations.c.id, authorizations.c.status, authorizations.c.expires)
-            .where(authorizations.c.id.in_(authz_ids))
-        ).all()
+        rows = self.conn.execute(_AUTHORIZATION_STATES, {"ids": list(authz_ids)}).all()
         return [(r.id, r.status, utc(r.expires)) for r in rows]
 
     def challenge_errors(self, authz_id: str) -> list[dict[str, Any]]:
@@ -240,7 +247,7 @@ class Repository:
         ).scalars() if e]
 
     def get_challenge(self, challenge_id: str) -> Challenge | None:
-        row = self.conn.execute(select(challenges).where(challenges.c.id == challenge_id)).first()
+        row = self.conn.execute(_CHALLENGE_BY_ID, {"id": challenge_id}).first()
         return _challenge(row) if row else None
 
     def transition_challenge(self, challenge_id: str, from_status: str, to_status: str, **values: Any) -> bool:
