@@ -43,13 +43,16 @@ def make_engine(url: str, *, durable: bool = True) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            # The driver connection runs BEGIN directly: through SQLAlchemy's
+            # execution path it cost as much as the query that followed.
+            driver = conn.connection.driver_connection
             if conn.get_execution_options().get(READ_ONLY):
                 # A read needs no lock in WAL mode, because it reads the last committed state.
-                conn.exec_driver_sql("BEGIN")
+                driver.execute("BEGIN")
             else:
                 # IMMEDIATE takes the write lock up front, so two writers queue on the
                 # busy timeout instead of failing later with "database is locked".
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                driver.execute("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
