@@ -1,0 +1,157 @@
+"""Cost per certificate on an empty database and with many certificates stored, and memory over a run.
+
+Runs full ACME flows one after another against one fleetca (SQLite, or
+PostgreSQL with --postgres), measures the server's CPU per flow, then stores
+--stored certificates (with their orders, authorizations and challenges) by
+bulk insert and measures again. The server's resident memory is sampled after
+each batch of flows. Everything runs on loopback, with pebble-challtestsrv as
+the DNS server.
+
+    .venv/bin/python bench/stored_scale.py --flows 300 --stored 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import create_engine, insert  # noqa: E402
+
+from fleetca.storage.tables import accounts, authorizations, certificates, challenges, orders  # noqa: E402
+from tests.acme.test_flow import answer_http01  # noqa: E402
+from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv, free_port  # noqa: E402
+from tests.support.acme_client import AcmeClient, make_csr, new_key  # noqa: E402
+from tests.support.responder import KeyAuthorizationResponder  # noqa: E402
+from tests.support.server import FleetcaServer  # noqa: E402
+
+BATCH_ROWS = 20_000
+FAKE_DER = secrets.token_bytes(550)  # about the size of a P-256 leaf
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Flows:
+    """Sequential device flows with pre-generated keys and CSRs."""
+
+    def __init__(self, server: FleetcaServer, responder: KeyAuthorizationResponder, prefix: str, count: int):
+        self.client = AcmeClient(server.directory_url(), server.root_pem)
+        self.responder = responder
+        self.names = [f"{prefix}{i}.devices.example.test" for i in range(count)]
+        self.keys = [new_key() for _ in range(count)]
+        self.csrs = [make_csr([name])[0] for name in self.names]
+
+    def run(self, index: int) -> None:
+        client, name = self.client, self.names[index]
+        client.account_url, client.key = None, self.keys[index]
+        assert client.new_account().status == 201
+        reply = client.new_order([name])
+        order, order_url = reply.json(), reply.headers["Location"]
+        answer_http01(client, self.responder, order)
+        if client.poll(order_url, ("ready", "invalid"))["status"] != "ready":
+            raise RuntimeError(f"order for {name} did not become ready")
+        assert client.finalize(order, self.csrs[index]).status == 200
+        order = client.poll(order_url, ("valid", "invalid"))
+        assert client.post(order["certificate"]).status == 200
+
+
+def measure(server: FleetcaServer, flows: Flows, count: int, samples: int) -> tuple[float, list[float]]:
+    """CPU ms per flow over ``count`` flows, and the server's RSS after each of ``samples`` batches."""
+    pid = server._process.pid  # noqa: SLF001 - the benchmark reads the server's /proc entry
+    rss = []
+    start = process_cpu_seconds(pid)
+    batch = max(1, count // samples)
+    for index in range(count):
+        flows.run(index)
+        if (index + 1) % batch == 0:
+            rss.append(process_rss_mib(pid))
+    return (process_cpu_seconds(pid) - start) / count * 1000, rss
+
+
+def store_certificates(database_url: str, account_id: str, count: int) -> float:
+    """Insert ``count`` valid orders with their authorization, challenge and certificate; return seconds."""
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        for first in range(0, count, BATCH_ROWS):
+            ids = [secrets.token_urlsafe(12) for _ in range(min(BATCH_ROWS, count - first))]
+            conn.execute(insert(authorizations), [
+                {"id": f"a{i}", "account_id": account_id, "identifier_type": "dns",
+                 "identifier_value": f"s{i}.devices.example.test", "wildcard": False, "status": "valid",
+                 "expires": now + timedelta(days=7), "created_at": now} for i in ids])
+            conn.execute(insert(challenges), [
+                {"id": f"c{i}", "authorization_id": f"a{i}", "type": "http-01", "token": i, "status": "valid",
+                 "validated": now} for i in ids])
+            conn.execute(insert(orders), [
+                {"id": f"o{i}", "account_id": account_id, "status": "valid", "expires": now + timedelta(days=1),
+                 "identifiers": [{"type": "dns", "value": f"s{i}.devices.example.test"}], "profile": "default",
+                 "certificate_id": f"z{i}", "created_at": now} for i in ids])
+            conn.execute(insert(certificates), [
+                {"id": f"z{i}", "serial": secrets.token_hex(19), "ca_name": "default", "account_id": account_id,
+                 "order_id": f"o{i}", "der": FAKE_DER, "not_before": now, "not_after": now + timedelta(days=7),
+                 "profile": "default", "created_at": now, "crl_shard": n % 128}
+                for n, i in enumerate(ids)])
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def first_account_id(database_url: str) -> str:
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        value = conn.execute(accounts.select().limit(1)).first().id
+    engine.dispose()
+    return value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--flows", type=int, default=300, help="timed flows per measurement (default 300)")
+    parser.add_argument("--stored", type=int, default=1_000_000, help="certificates to store (default 1000000)")
+    parser.add_argument("--postgres", action="store_true", help="use a fresh PostgreSQL database")
+    args = parser.parse_args()
+    if args.postgres:
+        os.environ["FLEETCA_TEST_DATABASE"] = "postgresql"
+
+    work = Path(tempfile.mkdtemp(prefix="fleetca-stored-"))
+    with ChallTestSrv(work / "dns") as dns:
+        ports = ChallengePorts(http01=free_port(), tlsalpn01=free_port())
+        server = FleetcaServer(work / "data", dns.dns_address, ports)
+        with server, KeyAuthorizationResponder(ports.http01) as responder:
+            database_url = server.database_url or f"sqlite:///{server.data_dir / 'fleetca.db'}"
+            warm = Flows(server, responder, "w", 20)
+            for index in range(20):
+                warm.run(index)
+            empty_cpu, empty_rss = measure(server, Flows(server, responder, "e", args.flows), args.flows, 6)
+            print(f"empty database: {empty_cpu:.2f} ms CPU per flow; RSS MiB {[round(r) for r in empty_rss]}")
+
+            seconds = store_certificates(database_url, first_account_id(database_url), args.stored)
+            print(f"stored {args.stored} certificates with orders, authorizations and challenges in {seconds:.0f} s")
+            server.restart()
+            for index in range(20):
+                Flows(server, responder, f"v{index}-", 1).run(0)
+            full_cpu, full_rss = measure(server, Flows(server, responder, "f", args.flows), args.flows, 6)
+            print(f"{args.stored} stored: {full_cpu:.2f} ms CPU per flow; RSS MiB {[round(r) for r in full_rss]}")
+            print(f"ratio stored/empty: {full_cpu / empty_cpu:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
