@@ -168,7 +168,9 @@ def import_account_key(key: dict[str, Any], alg: str) -> jwk.JWK:
     return _import_account_key(canonical, alg)
 
 
-@functools.lru_cache(maxsize=4096)
+# Bounded so that memory stays flat however many devices enroll; a flow reuses its
+# account key within seconds, long before it would be evicted.
+@functools.lru_cache(maxsize=512)
 def _import_account_key(canonical: str, alg: str) -> jwk.JWK:
     key = json.loads(canonical)
     check_account_alg(alg)
