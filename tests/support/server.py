@@ -49,8 +49,9 @@ class FleetcaServer:
                  permit_dns: tuple[str, ...] = (DEVICE_SUFFIX,), permit_ip: tuple[str, ...] = (),
                  database_url: str | None = None, ca_name: str = "default",
                  http_public_url: str | None = None, env: dict[str, str] | None = None,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None, serve_args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.serve_args = serve_args
         self.dns_address = dns_address
         self.ports = ports
         self.permit_dns = permit_dns
@@ -109,6 +110,7 @@ class FleetcaServer:
             command += ["--database-url", self.database_url]
         if self.public_url:
             command += ["--public-url", self.public_url]
+        command += list(self.serve_args)
         with self.log_path.open("ab") as log:
             log.write(b"--- start ---\n")
         environment = {**os.environ, **self.env} if self.env else None

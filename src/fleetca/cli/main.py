@@ -81,13 +81,16 @@ def serve(
                                               "plain HTTP on (default 127.0.0.1:8080)."),
     http_public_url: Optional[str] = typer.Option(None, "--http-public-url", help="Base URL that certificates "
                                                   "name for CRLs and OCSP, when it differs from http://HTTP_LISTEN."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Server processes sharing the listeners and "
+                                "the database; one per core uses every core."),
 ) -> None:
     """Serve ACME over HTTPS. An empty data directory gets a demo CA for devices.example.test first."""
     import uvicorn
 
     from fleetca.acme.app import build_context, create_app
     from fleetca.logs import configure_logging
-    from fleetca.revocation.listener import serve_all
+    from fleetca.acme.context import AcmeContext
+    from fleetca.revocation.listener import listening_socket, run_workers, serve_all
     from fleetca.revocation.routes import create_http_app
     from fleetca.signing.authority import issue_server_tls_certificate, server_certificate_covers
 
@@ -130,18 +133,37 @@ def serve(
         return
     if not ctx.cas:
         _fail(f"no active issuing CA in {data_dir}; create one with `fleetca ca create`")
-    acme_app = create_app(ctx)
-    configs = [uvicorn.Config(acme_app, host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
-                              ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
-                              log_level=log_level, timeout_graceful_shutdown=5)]
+
+    def make_configs(context: AcmeContext) -> list[uvicorn.Config]:
+        acme_app = create_app(context)
+        configs = [uvicorn.Config(acme_app, host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
+                                  ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
+                                  log_level=log_level, timeout_graceful_shutdown=5)]
+        if settings.server.http_listen:
+            # CRLs and OCSP go over plain HTTP on a second listener, without the ACME routes.
+            http_host, http_port = parse_host_port(settings.server.http_listen)
+            http_app = create_http_app(acme_app.state.revocation, extra_routes=acme_app.state.publication_routes)
+            configs.append(uvicorn.Config(http_app, host=http_host, port=http_port,
+                                          lifespan="off", log_config=None, access_log=False, log_level=log_level,
+                                          timeout_graceful_shutdown=5))
+        return configs
+
+    if workers == 1:
+        serve_all(make_configs(ctx))
+        return
+
+    # Workers share listening sockets bound here and build their own database
+    # engines after the fork, because a database connection must not cross one.
+    ctx.database.dispose()
+    sockets = [listening_socket(host, port)]
     if settings.server.http_listen:
-        # CRLs and OCSP go over plain HTTP on a second listener, without the ACME routes.
-        http_host, http_port = parse_host_port(settings.server.http_listen)
-        http_app = create_http_app(acme_app.state.revocation, extra_routes=acme_app.state.publication_routes)
-        configs.append(uvicorn.Config(http_app, host=http_host, port=http_port,
-                                      lifespan="off", log_config=None, access_log=False, log_level=log_level,
-                                      timeout_graceful_shutdown=5))
-    serve_all(configs)
+        sockets.append(listening_socket(*parse_host_port(settings.server.http_listen)))
+
+    def worker() -> None:
+        configure_logging(log_level)
+        serve_all(make_configs(build_context(settings)), sockets)
+
+    raise typer.Exit(code=run_workers(workers, sockets, worker))
 
 
 @app.command("db-upgrade")

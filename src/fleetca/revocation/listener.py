@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -23,7 +25,7 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def _serve_all(configs: list[uvicorn.Config]) -> None:
+async def _serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket] | None = None) -> None:
     servers = [_QuietServer(config) for config in configs]
 
     def stop() -> None:
@@ -36,7 +38,10 @@ async def _serve_all(configs: list[uvicorn.Config]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    if sockets is None:
+        tasks = [asyncio.create_task(server.serve()) for server in servers]
+    else:
+        tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in zip(servers, sockets)]
     try:
         # When one server stops (or fails to bind its port), the others stop too.
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -47,14 +52,77 @@ async def _serve_all(configs: list[uvicorn.Config]) -> None:
             loop.remove_signal_handler(sig)
 
 
-def serve_all(configs: list[uvicorn.Config]) -> None:
+def serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket] | None = None) -> None:
     """Serve every config until SIGINT or SIGTERM, or until one of them fails to start.
 
-    The event loop is uvloop when it is installed, as uvicorn itself would choose.
+    With ``sockets`` (one per config, already listening) the servers accept on
+    them instead of binding their own, as worker processes do. The event loop
+    is uvloop when it is installed, as uvicorn itself would choose.
     """
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve_all(configs))
+        asyncio.run(_serve_all(configs, sockets))
     else:
-        uvloop.run(_serve_all(configs))
+        uvloop.run(_serve_all(configs, sockets))
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port``, for worker processes to accept on together."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_workers(count: int, sockets: list[socket.socket], worker: Callable[[], None]) -> int:
+    """Fork ``count`` processes that each run ``worker`` on the shared ``sockets``; return an exit status.
+
+    The parent only supervises: SIGINT and SIGTERM go to every worker, and when
+    one worker exits the others are stopped too, so a broken worker is never
+    silently left out of the pool.
+    """
+    pids = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            try:
+                worker()
+            except BaseException:  # the worker's own logging has reported it
+                status = 1
+            os._exit(status)
+        pids.append(pid)
+    for sock in sockets:
+        sock.close()
+
+    remaining = set(pids)
+    stopping: set[int] = set()
+
+    def forward(signum: int, _frame: object) -> None:
+        # A signal from the operator reaches every worker; a second one makes
+        # them skip the graceful wait, as uvicorn does on its own.
+        for pid in remaining:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+            stopping.add(pid)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    status = 0
+    while remaining:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        remaining.discard(pid)
+        status = status or os.waitstatus_to_exitcode(wait_status)
+        # One worker gone stops the others, each signalled once so they stop gracefully.
+        for other in remaining - stopping:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(other, signal.SIGTERM)
+            stopping.add(other)
+    return status
