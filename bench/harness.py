@@ -71,6 +71,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="PostgreSQL URL of a role that may create databases; a fresh database is "
                              "created next to it for each run and dropped afterwards")
+    parser.add_argument("--fleetca-workers", type=int, default=1,
+                        help="server processes fleetca runs (serve --workers; default 1)")
     parser.add_argument("--fleetca-ref", default="HEAD",
                         help="git commit of fleetca to run, exported with git archive, or 'worktree' for the "
                              "work tree's src/ as it is (default HEAD)")
@@ -101,9 +103,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def make_server(name: str, args: argparse.Namespace, workdir: Path, dns_address: str,
                 source: FleetcaSource) -> ServerUnderTest:
     if name == "fleetca-sqlite":
-        return FleetcaServer(workdir, dns_address, args.http01_port, source)
+        return FleetcaServer(workdir, dns_address, args.http01_port, source, workers=args.fleetca_workers)
     if name == "fleetca-postgres":
-        return FleetcaPostgresServer(workdir, dns_address, args.http01_port, source, args.postgres_url)
+        return FleetcaPostgresServer(workdir, dns_address, args.http01_port, source, args.postgres_url,
+                                     workers=args.fleetca_workers)
     if name == "pebble":
         return PebbleServer(workdir, dns_address, args.http01_port)
     return CaddyServer(workdir, dns_address, args.http01_port)

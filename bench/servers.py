@@ -222,9 +222,11 @@ class FleetcaServer(ServerUnderTest):
 
     name = "fleetca-sqlite"
 
-    def __init__(self, workdir: Path, dns_address: str, http01_port: int, source: "FleetcaSource") -> None:
+    def __init__(self, workdir: Path, dns_address: str, http01_port: int, source: "FleetcaSource",
+                 workers: int = 1) -> None:
         super().__init__(workdir, dns_address, http01_port)
         self.source = source
+        self.workers = workers
         self.data_dir = self.workdir / "data"
         self.cpu_profile: Path | None = None
 
@@ -267,7 +269,8 @@ class FleetcaServer(ServerUnderTest):
         self.process = ManagedProcess(self.name, self._command(
             "serve", "--data-dir", str(self.data_dir), "--listen", f"{LOOPBACK}:{self.port}",
             "--http01-port", str(self.http01_port), "--tlsalpn01-port", str(free_port()),
-            "--dns-resolver", self.dns_address, *url_args, profiled=True,
+            "--dns-resolver", self.dns_address, *url_args,
+            *(["--workers", str(self.workers)] if self.workers > 1 else []), profiled=True,
         ), self.workdir / "server.log", env=env)
         self.directory_url = f"https://{LOOPBACK}:{self.port}/acme/default/directory"
         self.ca_file = str(self.data_dir / "root.pem")
@@ -280,8 +283,8 @@ class FleetcaPostgresServer(FleetcaServer):
     name = "fleetca-postgres"
 
     def __init__(self, workdir: Path, dns_address: str, http01_port: int, source: "FleetcaSource",
-                 postgres_admin_url: str) -> None:
-        super().__init__(workdir, dns_address, http01_port, source)
+                 postgres_admin_url: str, workers: int = 1) -> None:
+        super().__init__(workdir, dns_address, http01_port, source, workers)
         import psycopg
 
         self._psycopg = psycopg
