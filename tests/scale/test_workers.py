@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +36,11 @@ def worker_pids(server: FleetcaServer) -> list[int]:
 
 
 def test_workers_are_started(workers: FleetcaServer) -> None:
+    # The listeners are bound before the workers are forked, so the port can
+    # accept connections a moment before the last worker exists.
+    deadline = time.monotonic() + 10
+    while len(worker_pids(workers)) < WORKERS and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(worker_pids(workers)) == WORKERS
 
 
