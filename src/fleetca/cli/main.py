@@ -152,18 +152,22 @@ def serve(
         serve_all(make_configs(ctx))
         return
 
-    # Workers share listening sockets bound here and build their own database
-    # engines after the fork, because a database connection must not cross one.
+    # Each worker binds its own listening sockets with SO_REUSEPORT, so the
+    # kernel spreads new connections over the workers; with one shared socket
+    # the first worker to wake accepted a whole burst of connections. Workers
+    # build their own database engines, because a connection must not cross a fork.
     ctx.database.dispose()
-    sockets = [listening_socket(host, port)]
+    addresses = [(host, port)]
     if settings.server.http_listen:
-        sockets.append(listening_socket(*parse_host_port(settings.server.http_listen)))
+        addresses.append(parse_host_port(settings.server.http_listen))
 
     def worker() -> None:
         configure_logging(log_level)
+        sockets = [listening_socket(address_host, address_port, reuse_port=True)
+                   for address_host, address_port in addresses]
         serve_all(make_configs(build_context(settings)), sockets)
 
-    raise typer.Exit(code=run_workers(workers, sockets, worker))
+    raise typer.Exit(code=run_workers(workers, worker))
 
 
 @app.command("db-upgrade")

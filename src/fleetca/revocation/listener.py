@@ -67,19 +67,20 @@ def serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket] | None
         uvloop.run(_serve_all(configs, sockets))
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """Bind and listen on ``host:port``, for worker processes to accept on together."""
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Bind and listen on ``host:port``; with ``reuse_port`` several processes may bind the same address."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
-def run_workers(count: int, sockets: list[socket.socket], worker: Callable[[], None]) -> int:
-    """Fork ``count`` processes that each run ``worker`` on the shared ``sockets``; return an exit status.
+def run_workers(count: int, worker: Callable[[], None]) -> int:
+    """Fork ``count`` processes that each run ``worker``; return an exit status.
 
     The parent only supervises: SIGINT and SIGTERM go to every worker, and when
     one worker exits the others are stopped too, so a broken worker is never
@@ -96,8 +97,6 @@ def run_workers(count: int, sockets: list[socket.socket], worker: Callable[[], N
                 status = 1
             os._exit(status)
         pids.append(pid)
-    for sock in sockets:
-        sock.close()
 
     remaining = set(pids)
     stopping: set[int] = set()
