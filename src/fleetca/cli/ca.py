@@ -16,7 +16,7 @@ from fleetca.ca.issuing import IssuingCaError, add_issuing_ca, import_issuing_ca
 from fleetca.ca.key_policy import KEY_TYPES
 from fleetca.ca.patterns import normalize_pattern, pattern_identifier
 from fleetca.ca.profiles import EKU_CHOICES, CertificateProfile
-from fleetca.cli.eab import parse_duration
+from fleetca.cli.durations import parse_duration
 from fleetca.clock import SystemClock
 from fleetca.settings import Settings, load_settings
 from fleetca.storage.database import Database

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fleetca.ca.patterns import normalize_pattern, pattern_identifier
 from fleetca.acme.jws import b64url_encode
+from fleetca.cli.durations import parse_duration
 from fleetca.clock import SystemClock
 from fleetca.settings import load_settings
 from fleetca.storage.database import Database
@@ -23,7 +24,6 @@ eab_app = typer.Typer(help="Manage External Account Binding keys.", no_args_is_h
 console = Console(stderr=True)
 DEFAULT_DATA_DIR = Path("fleetca-data")
 HMAC_KEY_BYTES = 32
-_DURATION = re.compile(r"^(\d+)([hd])$")
 
 
 def _fail(message: str) -> None:
@@ -34,16 +34,6 @@ def _fail(message: str) -> None:
 def _database(data_dir: Path) -> Database:
     settings = load_settings(data_dir)
     return Database(settings.resolved_database_url())
-
-
-def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"invalid duration {text!r}: use a number of hours or days, such as 12h or 30d")
-    amount, unit = int(match.group(1)), match.group(2)
-    if amount == 0:
-        raise ValueError(f"invalid duration {text!r}: it must be longer than zero")
-    return timedelta(hours=amount) if unit == "h" else timedelta(days=amount)
 
 
 @eab_app.command("create")

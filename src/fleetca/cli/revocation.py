@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Optional
@@ -12,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fleetca.cli.durations import parse_duration
 from fleetca.clock import SystemClock
 from fleetca.revocation.operator import (
     OPERATOR_REASONS,
@@ -30,8 +30,6 @@ crl_app = typer.Typer(help="Publish and inspect the CRL shards.", no_args_is_hel
 console = Console(stderr=True)
 DEFAULT_DATA_DIR = Path("fleetca-data")
 DataDirOption = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Directory holding settings, keys and the database.")
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def _fail(message: str) -> None:
@@ -41,12 +39,10 @@ def _fail(message: str) -> None:
 
 def parse_spread(text: str) -> timedelta:
     """Parse "0", "90s", "30m", "2h" or "1d"."""
-    if text.strip() == "0":
-        return timedelta(0)
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise SelectionError(f"invalid duration {text!r}; use a number with s, m, h or d, such as 2h")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return parse_duration(text, units="smhd", allow_zero=True)
+    except ValueError as exc:
+        raise SelectionError(str(exc)) from None
 
 
 def _selection(ca: str | None, profile: str | None, eab_key: str | None, account: str | None,
