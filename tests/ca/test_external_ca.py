@@ -32,7 +32,7 @@ def make_partner_root(workdir: Path) -> tuple[Path, Path]:
 
 
 def sign_csr(workdir: Path, csr: Path, out: str, *, copy_extensions: bool = True, extensions: str = "") -> Path:
-    """Sign ``csr`` with the partner root, copying the requested extensions unless told not to."""
+    """Sign ``csr`` with the partner root, copying the requested extensions unless ``copy_extensions`` is False."""
     extfile = workdir / f"{out}.ext"
     extfile.write_text(extensions + "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
     args = ["x509", "-req", "-in", str(csr), "-CA", "partner-root.pem", "-CAkey", "partner-root.key",

@@ -16,7 +16,7 @@ NOT_CRITICAL = "pkix.certificate_name_constraints_extension_not_critical"
 
 # (CA, a name it permits, whether the CA/B Forum server-auth rules apply, the
 # findings expected on the CA certificate). The embedded profile's non-critical
-# Name Constraints break RFC 5280 §4.2.1.10 on purpose; docs/divergences.md says why.
+# Name Constraints break RFC 5280 §4.2.1.10 on purpose; docs/divergences.md gives the reason.
 CASES = [
     ("strict", "default", "l1.devices.example.test", False, []),
     ("routers", "routers", "l1.routers.example.test", False, []),

@@ -1,8 +1,8 @@
 """Order finalization: CSR checks and issuance (RFC 8555 §7.4).
 
 The order moves ready -> processing with a conditional update, so of two
-concurrent finalize requests exactly one signs. A refused CSR leaves the order
-ready so that the client can send a corrected one; a signer failure leaves it
+concurrent finalize requests exactly one signs. A rejected CSR leaves the order
+ready, so the client can send a corrected one. A signer failure leaves it
 invalid with an error, never stuck in processing.
 """
 

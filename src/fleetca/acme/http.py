@@ -2,7 +2,7 @@
 
 Every endpoint is wrapped by :func:`acme_endpoint`, which turns an
 :class:`AcmeProblem` into ``application/problem+json``, adds Replay-Nonce and the
-Link to the directory to every answer, and logs one event per request.
+Link to the directory to every response, and logs one event per request.
 """
 
 from __future__ import annotations

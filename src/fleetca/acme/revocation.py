@@ -1,7 +1,7 @@
 """Certificate revocation through ACME (RFC 8555 §7.6).
 
 A revocation request is authorised when it is signed by the account that
-obtained the certificate, by an account that holds valid authorizations for all
+obtained the certificate, by an account that has valid authorizations for all
 of the certificate's identifiers, or by the certificate's own key (jwk form).
 """
 
@@ -71,7 +71,7 @@ async def revoke_cert(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
                 wildcard = ident.value.startswith("*.")
                 base = Identifier(ident.type, ident.value.removeprefix("*."))
                 if repo.find_reusable_authorization(auth.account.id, base, wildcard, now) is None:
-                    raise unauthorized("the account neither obtained this certificate nor holds valid "
+                    raise unauthorized("the account neither obtained this certificate nor has valid "
                                        f"authorizations for all of its identifiers ({ident.value} missing)")
             requester = auth.account.id
 

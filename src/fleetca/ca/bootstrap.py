@@ -22,7 +22,7 @@ DEFAULT_ORGANIZATION = "fleetca"
 
 
 class InitError(IssuingCaError):
-    """The data directory cannot be initialised; the message says why and what to do."""
+    """The data directory cannot be initialised; the message gives the reason and what to do."""
 
 
 @dataclass
@@ -49,7 +49,7 @@ def initialize(data_dir: Path, ca_name: str, constraints: NameConstraints, now: 
                         "refusing to overwrite it. Use a new --data-dir, or `fleetca ca create` to add a CA.")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
-    # Keys, the database (which holds the nonce HMAC key) and settings are private to the CA's user.
+    # Keys, the database (which contains the nonce HMAC key) and settings are private to the CA's user.
     previous_umask = os.umask(0o077)
     try:
         return _populate(data_dir, ca_name, constraints, now, organization, database_url)

@@ -60,7 +60,7 @@ BR_LIFETIME_CAPS = (
 
 
 def br_lifetime_cap(at: datetime) -> timedelta:
-    """The longest validity the Baseline Requirements allow for a certificate issued at ``at``."""
+    """Return the maximum validity the Baseline Requirements allow for a certificate issued at ``at``."""
     for start, cap in BR_LIFETIME_CAPS:
         if at >= start:
             return cap
@@ -109,7 +109,7 @@ class IssuingCaSpec:
             x509.NameAttribute(NameOID.COMMON_NAME, f"{self.organization} Issuing CA {self.name}")])
 
     def directory_name_subtree(self) -> x509.Name:
-        """The permitted directoryName: the CA's own country and organization."""
+        """Return the permitted directoryName: the CA's own country and organization."""
         return x509.Name(self._organization_name())
 
     def name_constraints(self) -> x509.NameConstraints:
@@ -120,7 +120,7 @@ class IssuingCaSpec:
         return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=base.excluded_subtrees)
 
     def extensions(self) -> list[tuple[x509.ExtensionType, bool]]:
-        """The issuing CA's extensions with their criticality, key identifiers excluded."""
+        """Return the issuing CA's extensions with their criticality, key identifiers excluded."""
         extensions: list[tuple[x509.ExtensionType, bool]] = [
             (x509.BasicConstraints(ca=True, path_length=0), True),
             (x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,

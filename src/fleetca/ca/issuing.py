@@ -1,6 +1,6 @@
 """Issuing CA life cycle: creation under the private root, external requests, and import.
 
-An external ("public or partner trust") CA starts as ``pending``: fleetca holds its
+An external ("public or partner trust") CA starts as ``pending``: fleetca keeps its
 key and a CSR, and serves nothing for it until ``import_issuing_ca`` installs a
 certificate that passes every check below.
 """
@@ -27,7 +27,7 @@ ACCEPTABLE_EKUS = frozenset({ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOI
 
 
 class IssuingCaError(Exception):
-    """An issuing CA cannot be created or imported; the message says why and what to do."""
+    """An issuing CA cannot be created or imported; the message gives the reason and what to do."""
 
 
 def check_ca_name(name: str) -> None:

@@ -48,7 +48,7 @@ def normalize_pattern(pattern: str) -> str:
 
 
 def pattern_identifier(pattern: str) -> Identifier:
-    """A representative identifier of the pattern, to check it against the CA's constraints."""
+    """Return a representative identifier of the pattern, to check it against the CA's constraints."""
     if pattern.startswith("ip:"):
         return Identifier("ip", str(ipaddress.ip_network(pattern[3:]).network_address))
     return Identifier("dns", pattern.removeprefix("**.").removeprefix("*."))

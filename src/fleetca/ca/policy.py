@@ -21,7 +21,7 @@ DEFAULT_MAX_IDENTIFIERS = 100
 
 @dataclass(frozen=True)
 class IssuancePolicy:
-    """Which identifiers an issuing CA certifies, beyond its name constraints.
+    """The rules for the identifiers an issuing CA certifies, beyond its name constraints.
 
     Denied patterns win over allowed ones; with no allowed pattern, everything
     inside the constraints is allowed. Pattern syntax is ``fleetca.ca.patterns``'.

@@ -19,7 +19,7 @@ from fleetca.storage.database import Database
 
 @dataclass
 class IssuingCa:
-    """One issuing CA as the ACME layer sees it: its policy, profiles and signer."""
+    """One issuing CA as the ACME layer uses it: its policy, profiles and signer."""
 
     name: str
     certificate: x509.Certificate
@@ -42,7 +42,7 @@ class IssuingCa:
 
 
 def ca_config(spec: IssuingCaSpec, certificate_lifetime: timedelta) -> dict[str, Any]:
-    """The stored configuration of a new issuing CA."""
+    """Build the stored configuration of a new issuing CA."""
     profile = default_profile(certificate_lifetime, common_name=spec.leaf_subject_allowed)
     return {
         "ca_profile": spec.profile,

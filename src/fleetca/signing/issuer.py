@@ -32,12 +32,12 @@ Linter = Callable[[bytes], list[str]]
 
 
 class SigningRefused(Exception):
-    """The signer refused to sign; the message says which check failed."""
+    """Raised when the signer does not sign; the message names the check that failed."""
 
 
 @dataclass(frozen=True)
 class LeafRequest:
-    """What the ACME layer asks the signer to certify."""
+    """The certificate contents the ACME layer requests from the signer."""
 
     public_key: CertificatePublicKeyTypes
     identifiers: tuple[Identifier, ...]
@@ -52,7 +52,7 @@ class LeafRequest:
     ocsp_url: str | None = None
     # URL of the issuing CA certificate (DER), put in Authority Information Access.
     ca_issuers_url: str | None = None
-    # Certificate policy OIDs, dotted; the baseline CA profile asks for the domain-validated one.
+    # Certificate policy OIDs, dotted; the baseline CA profile requires the domain-validated one.
     policy_oids: tuple[str, ...] = ()
 
 

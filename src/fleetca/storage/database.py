@@ -36,7 +36,7 @@ def make_engine(url: str, *, durable: bool = True) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable across power loss. NORMAL skips the
             # fsync of a commit, so the commit survives a process crash but not a
-            # power loss; only the used-nonce table is written that way.
+            # power loss. Only the used-nonce table is written that way.
             cursor.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -58,7 +58,7 @@ def make_engine(url: str, *, durable: bool = True) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     # No pool_pre_ping: it costs a round trip per transaction. After a database
-    # restart, SQLAlchemy sees the disconnect on first use, fails that one request
+    # restart, SQLAlchemy detects the disconnect on first use, fails that one request
     # and drops the pool's stale connections.
     engine = create_engine(url, pool_size=10, max_overflow=10, pool_recycle=3600)
     if not durable:

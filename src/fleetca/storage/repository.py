@@ -323,7 +323,7 @@ class Repository:
         return list(self.conn.execute(select(accounts.c.id).where(accounts.c.eab_key_id == key_id)).scalars())
 
     def update_account_key(self, account_id: str, key_thumbprint: str, jwk: dict[str, Any]) -> bool:
-        """Replace the account's key; False when another account holds the new key."""
+        """Replace the account's key; return False when another account already has the new key."""
         try:
             with self.conn.begin_nested():
                 self.conn.execute(update(accounts).where(accounts.c.id == account_id)

@@ -57,7 +57,7 @@ class Http01Validator:
         raise ValidationFailed("connection", f"more than {self.max_redirects} redirects")
 
     def _client(self) -> httpx.AsyncClient:
-        """One client for all validations, so its TLS context is built once.
+        """Return the one client for all validations, so its TLS context is built once.
 
         Connections are not kept alive: each validation connects anew, as a
         validation from an unrelated vantage point would.
@@ -68,7 +68,7 @@ class Http01Validator:
         return self._http
 
     async def _fetch(self, client: httpx.AsyncClient, url: str) -> tuple[httpx.Response, bytes]:
-        """GET ``url`` from each of its host's addresses until one answers; return the body too."""
+        """GET ``url`` from each of its host's addresses until one responds; return the body too."""
         parts = urlsplit(url)
         hostname = parts.hostname or ""
         try:

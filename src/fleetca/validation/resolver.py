@@ -13,7 +13,7 @@ from fleetca.validation.errors import ValidationFailed
 
 
 def make_resolver(address: str | None, timeout: float) -> dns.asyncresolver.Resolver:
-    """A resolver that asks ``address`` ("HOST:PORT"), or the system's resolvers when None."""
+    """Build a resolver that queries ``address`` ("HOST:PORT"), or the system's resolvers when None."""
     if address:
         host, port = parse_host_port(address, default_port=53)
         resolver = dns.asyncresolver.Resolver(configure=False)
@@ -23,7 +23,7 @@ def make_resolver(address: str | None, timeout: float) -> dns.asyncresolver.Reso
         resolver = dns.asyncresolver.Resolver()
     resolver.lifetime = timeout
     resolver.timeout = timeout
-    # A validation must see current data, never an answer cached from an earlier attempt.
+    # A validation must use current data, never a response cached from an earlier attempt.
     resolver.cache = None
     return resolver
 
