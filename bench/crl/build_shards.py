@@ -66,8 +66,8 @@ def populate(data_dir: Path, database_url: str | None, certificates: int, revoke
                 "revocation_reason": rng.choice(REASONS) if is_revoked else None, "created_at": issued,
                 "crl_shard": shard_for_serial(serial_number, shards),
             })
-        with database.transaction() as repo:
-            repo.conn.execute(insert(certificates_table), rows)
+        with database.engine.begin() as conn:
+            conn.execute(insert(certificates_table), rows)
     print(json.dumps({"step": "populate", "certificates": certificates, "revoked": revoked,
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
     database.dispose()
@@ -129,9 +129,10 @@ def main() -> None:
                    total_kib=round(sum(sizes) / 1024, 1), rss_before_mib=round(baseline_rss, 1))
     print(json.dumps(figures), flush=True)
 
-    with database.transaction() as repo:
-        certificate_id = repo.conn.execute(
+    with database.engine.connect() as conn:
+        certificate_id = conn.execute(
             select(certificates.c.id).where(certificates.c.revoked_at.is_(None)).limit(1)).scalar_one()
+    with database.transaction() as repo:
         repo.revoke_certificate(certificate_id, datetime.now(UTC), 1)
     published, figures = measure("publish after one revocation", publisher.publish)
     assert published is not None

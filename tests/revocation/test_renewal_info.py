@@ -92,8 +92,8 @@ def test_window_cases_revoked_and_renew_now() -> None:
 def add_order(local: LocalCa, order_id: str, status: str, account_id: str | None = None,
               expires_in: timedelta = timedelta(hours=1)) -> None:
     # Only the orders row matters here; Repository.add_order needs authorizations too.
-    with local.database.transaction() as repo:
-        repo.conn.execute(insert(orders).values(
+    with local.database.engine.begin() as conn:
+        conn.execute(insert(orders).values(
             id=order_id, account_id=account_id or local.account_id, status=status,
             expires=local.clock.now() + expires_in, identifiers=[], created_at=local.clock.now()))
 

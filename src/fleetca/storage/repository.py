@@ -1,20 +1,26 @@
 """Reads and writes of ACME objects, converting between rows and domain objects.
 
-A :class:`Repository` wraps one open transaction. State changes that race between
-processes (order and challenge transitions, nonce use) are conditional UPDATEs or
-unique INSERTs whose row count decides the winner, so they hold on SQLite and on
-PostgreSQL alike without explicit locks.
+A :class:`Repository` wraps one open transaction (a :class:`~fleetca.storage.sql.Session`).
+State changes that race between processes (order and challenge transitions,
+nonce use) are conditional UPDATEs or unique INSERTs whose row count decides the
+winner, so they hold on SQLite and on PostgreSQL alike without explicit locks.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, Table
 
 from fleetca.domain import Account, Authorization, Challenge, Identifier, IssuedCertificate, Order
+from fleetca.storage.sql import (
+    Session,
+    Statement,
+    defaults_filled,
+    insert_into,
+    select_by,
+)
 from fleetca.storage.tables import (
     accounts,
     audit_events,
@@ -31,382 +37,419 @@ from fleetca.storage.tables import (
     used_nonces,
 )
 
-
-_USE_NONCE = text("INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :expires) ON CONFLICT DO NOTHING")
-_USE_NONCE = _USE_NONCE.bindparams(bindparam("expires", type_=used_nonces.c.expires.type))
-
-
-# Statements on the request path, built once: building a statement and its
-# cache key costs more than running it on SQLite.
-_ACCOUNT_BY_ID = select(accounts).where(accounts.c.id == bindparam("id"))
-_ACCOUNT_BY_KEY = select(accounts).where(and_(accounts.c.ca_name == bindparam("ca"),
-                                              accounts.c.key_thumbprint == bindparam("thumbprint")))
-_ORDER_BY_ID = select(orders).where(orders.c.id == bindparam("id"))
-_ORDER_AUTHORIZATION_IDS = (select(order_authorizations.c.authorization_id)
-                            .where(order_authorizations.c.order_id == bindparam("id"))
-                            .order_by(order_authorizations.c.position))
-_AUTHORIZATION_BY_ID = select(authorizations).where(authorizations.c.id == bindparam("id"))
-_CHALLENGES_OF_AUTHORIZATION = (select(challenges).where(challenges.c.authorization_id == bindparam("id"))
-                                .order_by(challenges.c.type))
-_CHALLENGE_BY_ID = select(challenges).where(challenges.c.id == bindparam("id"))
-_AUTHORIZATION_STATES = (select(authorizations.c.id, authorizations.c.status, authorizations.c.expires)
-                         .where(authorizations.c.id.in_(bindparam("ids", expanding=True))))
-
-
 def utc(value: datetime | None) -> datetime | None:
-    """Attach UTC to a naive datetime read back from SQLite."""
+    """Attach UTC to a naive datetime; values read through a :class:`Session` are already aware."""
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _account(row: Any) -> Account:
+A, O, Z, C, X = accounts.c, orders.c, authorizations.c, challenges.c, certificates.c
+
+# Statements, built once. Each SELECT names its columns, so rows are read by position.
+_ACCOUNT_COLUMNS = [A.id, A.ca_name, A.key_thumbprint, A.jwk, A.status, A.contact, A.terms_agreed, A.eab_key_id,
+                    A.created_at]
+_ACCOUNT_BY_ID = select_by(accounts, A.id, columns=_ACCOUNT_COLUMNS)
+_ACCOUNT_BY_KEY = select_by(accounts, A.ca_name, A.key_thumbprint, columns=_ACCOUNT_COLUMNS)
+_INSERT_ACCOUNT = insert_into(accounts, _ACCOUNT_COLUMNS)
+_ACCOUNT_IDS_FOR_EAB_KEY = select_by(accounts, A.eab_key_id, columns=[A.id])
+
+_ORDER_COLUMNS = [O.id, O.account_id, O.status, O.expires, O.identifiers, O.not_before, O.not_after, O.profile,
+                  O.error, O.certificate_id, O.created_at, O.replaces]
+_ORDER_BY_ID = select_by(orders, O.id, columns=_ORDER_COLUMNS)
+_INSERT_ORDER = insert_into(orders, _ORDER_COLUMNS)
+_ORDER_AUTHORIZATION_IDS = select_by(order_authorizations, order_authorizations.c.order_id,
+                                     columns=[order_authorizations.c.authorization_id], suffix=" ORDER BY position")
+_ORDER_IDS_FOR_AUTHORIZATION = select_by(order_authorizations, order_authorizations.c.authorization_id,
+                                         columns=[order_authorizations.c.order_id])
+_INSERT_ORDER_AUTHORIZATION = insert_into(order_authorizations)
+_CANCEL_ORDERS = Statement(
+    "UPDATE orders SET status = 'invalid', error = ? WHERE account_id = ? AND status IN ('pending', 'ready')",
+    [O.error, O.account_id])
+_DEACTIVATE_PENDING_AUTHORIZATIONS = Statement(
+    "UPDATE authorizations SET status = 'deactivated' WHERE account_id = ? AND status = 'pending'", [Z.account_id])
+
+_AUTHORIZATION_COLUMNS = [Z.id, Z.account_id, Z.identifier_type, Z.identifier_value, Z.wildcard, Z.status, Z.expires,
+                          Z.created_at]
+_CHALLENGE_COLUMNS = [C.id, C.authorization_id, C.type, C.token, C.status, C.validated, C.error, C.started_at]
+_INSERT_AUTHORIZATION = insert_into(authorizations, _AUTHORIZATION_COLUMNS)
+_INSERT_CHALLENGE = insert_into(challenges, [C.id, C.authorization_id, C.type, C.token, C.status])
+# One query for an authorization and its challenges: a LEFT JOIN keeps an
+# authorization that has none.
+_AUTHORIZATION_WITH_CHALLENGES = Statement(
+    f"SELECT {', '.join('a.' + c.name for c in _AUTHORIZATION_COLUMNS)}, "
+    f"{', '.join('c.' + c.name for c in _CHALLENGE_COLUMNS)} "
+    "FROM authorizations a LEFT JOIN challenges c ON c.authorization_id = a.id WHERE a.id = ? ORDER BY c.type",
+    [Z.id], _AUTHORIZATION_COLUMNS + _CHALLENGE_COLUMNS)
+_REUSABLE_AUTHORIZATION = Statement(
+    "SELECT id FROM authorizations WHERE account_id = ? AND identifier_type = ? AND identifier_value = ? "
+    "AND wildcard = ? AND status = 'valid' AND expires > ? ORDER BY expires DESC LIMIT 1",
+    [Z.account_id, Z.identifier_type, Z.identifier_value, Z.wildcard, Z.expires])
+_CHALLENGE_ERRORS = Statement("SELECT error FROM challenges WHERE authorization_id = ? AND error IS NOT NULL",
+                              [C.authorization_id], [C.error])
+_CHALLENGE_BY_ID = select_by(challenges, C.id, columns=_CHALLENGE_COLUMNS)
+_PROCESSING_CHALLENGE_IDS = Statement("SELECT id FROM challenges WHERE status = 'processing'")
+
+_CERTIFICATE_COLUMNS = [X.id, X.serial, X.ca_name, X.account_id, X.order_id, X.der, X.not_before, X.not_after,
+                        X.profile, X.revoked_at, X.revocation_reason, X.eab_key_id, X.crl_shard, X.replaced_by_order,
+                        X.renew_from]
+_CERTIFICATE_BY_ID = select_by(certificates, X.id, columns=_CERTIFICATE_COLUMNS)
+_CERTIFICATE_BY_SERIAL = select_by(certificates, X.serial, columns=_CERTIFICATE_COLUMNS)
+_INSERT_CERTIFICATE = insert_into(certificates, [
+    X.id, X.serial, X.ca_name, X.account_id, X.order_id, X.der, X.not_before, X.not_after, X.profile, X.created_at,
+    X.eab_key_id, X.crl_shard])
+_REVOKE_CERTIFICATE = Statement(
+    "UPDATE certificates SET revoked_at = ?, revocation_reason = ? WHERE id = ? AND revoked_at IS NULL",
+    [X.revoked_at, X.revocation_reason, X.id])
+_COUNT_CERTIFICATES = Statement("SELECT count(*) FROM certificates")
+_REVOKED_IN_SHARD = Statement(
+    "SELECT serial, revoked_at, revocation_reason FROM certificates WHERE ca_name = ? AND crl_shard = ? "
+    "AND revoked_at IS NOT NULL AND not_after >= ?",
+    [X.ca_name, X.crl_shard, X.not_after], [X.serial, X.revoked_at, X.revocation_reason])
+_REVOCATIONS_SINCE = Statement(
+    "SELECT ca_name, crl_shard, serial, revoked_at FROM certificates WHERE revoked_at >= ?",
+    [X.revoked_at], [X.ca_name, X.crl_shard, X.serial, X.revoked_at])
+_HIGHEST_CRL_SHARD = Statement("SELECT max(crl_shard) FROM certificates WHERE ca_name = ?", [X.ca_name])
+_MARK_CERTIFICATE_REPLACED = Statement(
+    "UPDATE certificates SET replaced_by_order = ? WHERE id = ? AND (replaced_by_order IS NULL "
+    "OR replaced_by_order = ? OR replaced_by_order IN (SELECT id FROM orders WHERE status = 'invalid' "
+    "OR (status IN ('pending', 'ready') AND expires <= ?)))",
+    [X.replaced_by_order, X.id, X.replaced_by_order, O.expires])
+
+_ISSUING_CA_BY_NAME = select_by(issuing_cas, issuing_cas.c.name)
+_ALL_ISSUING_CAS = select_by(issuing_cas, suffix=" ORDER BY name")
+
+_EAB_KEY_BY_ID = select_by(eab_keys, eab_keys.c.key_id)
+_EAB_KEYS_OF_CA = select_by(eab_keys, eab_keys.c.ca_name, suffix=" ORDER BY created_at")
+_BIND_EAB_KEY = Statement(
+    "UPDATE eab_keys SET accounts_bound = accounts_bound + 1 WHERE key_id = ? AND revoked_at IS NULL "
+    "AND (max_accounts IS NULL OR accounts_bound < max_accounts)", [eab_keys.c.key_id])
+_REVOKE_EAB_KEY = Statement("UPDATE eab_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                            [eab_keys.c.revoked_at, eab_keys.c.key_id])
+_UPDATE_ACCOUNT_KEY = Statement("UPDATE accounts SET key_thumbprint = ?, jwk = ? WHERE id = ?",
+                                [A.key_thumbprint, A.jwk, A.id])
+
+# ON CONFLICT DO NOTHING works on SQLite and PostgreSQL and needs no savepoint.
+_USE_NONCE = insert_into(used_nonces, suffix=" ON CONFLICT DO NOTHING")
+_PRUNE_NONCES = Statement("DELETE FROM used_nonces WHERE expires < ?", [used_nonces.c.expires])
+_SECRET_BY_NAME = select_by(service_secrets, service_secrets.c.name, columns=[service_secrets.c.value])
+_INSERT_SECRET = insert_into(service_secrets, suffix=" ON CONFLICT DO NOTHING")
+
+_INSERT_AUDIT_EVENT = insert_into(audit_events)
+_AUDIT_EVENTS = select_by(audit_events, suffix=" ORDER BY id")
+_AUDIT_EVENTS_OF_KIND = select_by(audit_events, audit_events.c.event, suffix=" ORDER BY id")
+
+_CRL_SHARD_STATES = select_by(crl_shards, crl_shards.c.ca_name, columns=[
+    crl_shards.c.shard, crl_shards.c.number, crl_shards.c.this_update, crl_shards.c.next_update])
+_CRL_SHARD = select_by(crl_shards, crl_shards.c.ca_name, crl_shards.c.shard)
+_INSERT_CRL_SHARD = insert_into(crl_shards, suffix=" ON CONFLICT DO NOTHING")
+_REPLACE_CRL_SHARD = Statement(
+    "UPDATE crl_shards SET number = ?, this_update = ?, next_update = ?, der = ? "
+    "WHERE ca_name = ? AND shard = ? AND number = ?",
+    [crl_shards.c.number, crl_shards.c.this_update, crl_shards.c.next_update, crl_shards.c.der,
+     crl_shards.c.ca_name, crl_shards.c.shard, crl_shards.c.number])
+
+_TAKE_LEASE = Statement(
+    "UPDATE job_leases SET holder = ?, expires_at = ? WHERE name = ? AND (holder = ? OR expires_at <= ?)",
+    [job_leases.c.holder, job_leases.c.expires_at, job_leases.c.name, job_leases.c.holder, job_leases.c.expires_at])
+_INSERT_LEASE = insert_into(job_leases, suffix=" ON CONFLICT DO NOTHING")
+_RELEASE_LEASE = Statement("DELETE FROM job_leases WHERE name = ? AND holder = ?",
+                           [job_leases.c.name, job_leases.c.holder])
+_LEASE = select_by(job_leases, job_leases.c.name, columns=[job_leases.c.holder, job_leases.c.expires_at])
+
+# UPDATE ... SET statements built from the changed column names, once per combination.
+_updates: dict[tuple[str, tuple[str, ...], str], Statement] = {}
+
+
+def _update(table: Table, values: dict[str, Any], where: str, where_columns: Sequence[Column]) -> Statement:
+    key = (table.name, tuple(values), where)
+    statement = _updates.get(key)
+    if statement is None:
+        columns = [table.c[name] for name in values]
+        assignments = ", ".join(f"{c.name} = ?" for c in columns)
+        statement = Statement(f"UPDATE {table.name} SET {assignments} WHERE {where}", [*columns, *where_columns])
+        _updates[key] = statement
+    return statement
+
+
+def _in_list(count: int) -> str:
+    return "(" + ", ".join("?" for _ in range(count)) + ")"
+
+
+def _account(row: Sequence[Any]) -> Account:
     return Account(
-        id=row.id, ca_name=row.ca_name, key_thumbprint=row.key_thumbprint, jwk=row.jwk,
-        status=row.status, contact=list(row.contact), terms_agreed=row.terms_agreed,
-        eab_key_id=row.eab_key_id, created_at=utc(row.created_at),
+        id=row[0], ca_name=row[1], key_thumbprint=row[2], jwk=row[3], status=row[4], contact=list(row[5]),
+        terms_agreed=row[6], eab_key_id=row[7], created_at=row[8],
     )
 
 
-def _challenge(row: Any) -> Challenge:
+def _challenge(row: Sequence[Any]) -> Challenge:
     return Challenge(
-        id=row.id, authorization_id=row.authorization_id, type=row.type, token=row.token,
-        status=row.status, validated=utc(row.validated), error=row.error, started_at=utc(row.started_at),
+        id=row[0], authorization_id=row[1], type=row[2], token=row[3], status=row[4], validated=row[5],
+        error=row[6], started_at=row[7],
     )
 
 
-def _certificate(row: Any) -> IssuedCertificate:
+def _certificate(row: Sequence[Any]) -> IssuedCertificate:
     return IssuedCertificate(
-        id=row.id, serial=row.serial, ca_name=row.ca_name, account_id=row.account_id,
-        order_id=row.order_id, der=row.der, not_before=utc(row.not_before), not_after=utc(row.not_after),
-        profile=row.profile, revoked_at=utc(row.revoked_at), revocation_reason=row.revocation_reason,
-        eab_key_id=row.eab_key_id, crl_shard=row.crl_shard, replaced_by_order=row.replaced_by_order,
-        renew_from=utc(row.renew_from),
+        id=row[0], serial=row[1], ca_name=row[2], account_id=row[3], order_id=row[4], der=bytes(row[5]),
+        not_before=row[6], not_after=row[7], profile=row[8], revoked_at=row[9], revocation_reason=row[10],
+        eab_key_id=row[11], crl_shard=row[12], replaced_by_order=row[13], renew_from=row[14],
     )
+
+
+def _mapping(table: Table, row: Sequence[Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {column.name: value for column, value in zip(table.columns, row)}
 
 
 class Repository:
-    """Storage operations within one transaction (``conn`` is already in a transaction)."""
+    """Storage operations within one transaction."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, session: Session) -> None:
+        self.session = session
 
     # Issuing CAs
 
     def get_issuing_ca(self, name: str) -> dict[str, Any] | None:
-        row = self.conn.execute(select(issuing_cas).where(issuing_cas.c.name == name)).first()
-        return dict(row._mapping) if row else None
+        return _mapping(issuing_cas, self.session.first(_ISSUING_CA_BY_NAME, [name]))
 
     def list_issuing_cas(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(select(issuing_cas).order_by(issuing_cas.c.name)).all()
-        return [dict(r._mapping) for r in rows]
+        return [_mapping(issuing_cas, row) for row in self.session.rows(_ALL_ISSUING_CAS)]  # type: ignore[misc]
 
     def add_issuing_ca(self, **values: Any) -> None:
-        self.conn.execute(insert(issuing_cas).values(**values))
+        self._insert(issuing_cas, values)
 
     def update_issuing_ca(self, name: str, **values: Any) -> None:
-        self.conn.execute(update(issuing_cas).where(issuing_cas.c.name == name).values(**values))
+        self.session.execute(_update(issuing_cas, values, "name = ?", [issuing_cas.c.name]), [*values.values(), name])
+
+    def _insert(self, table: Table, values: dict[str, Any]) -> None:
+        values = defaults_filled(table, values)
+        columns = [table.c[name] for name in values]
+        self.session.execute(insert_into(table, columns), list(values.values()))
 
     # Accounts
 
     def add_account(self, account: Account) -> None:
-        self.conn.execute(insert(accounts).values(
-            id=account.id, ca_name=account.ca_name, key_thumbprint=account.key_thumbprint,
-            jwk=account.jwk, status=account.status, contact=account.contact,
-            terms_agreed=account.terms_agreed, eab_key_id=account.eab_key_id, created_at=account.created_at,
-        ))
+        self.session.execute(_INSERT_ACCOUNT, [
+            account.id, account.ca_name, account.key_thumbprint, account.jwk, account.status, account.contact,
+            account.terms_agreed, account.eab_key_id, account.created_at,
+        ])
 
     def get_account(self, account_id: str) -> Account | None:
-        row = self.conn.execute(_ACCOUNT_BY_ID, {"id": account_id}).first()
+        row = self.session.first(_ACCOUNT_BY_ID, [account_id])
         return _account(row) if row else None
 
     def find_account_by_key(self, ca_name: str, key_thumbprint: str) -> Account | None:
-        row = self.conn.execute(_ACCOUNT_BY_KEY, {"ca": ca_name, "thumbprint": key_thumbprint}).first()
+        row = self.session.first(_ACCOUNT_BY_KEY, [ca_name, key_thumbprint])
         return _account(row) if row else None
 
     def update_account(self, account_id: str, **values: Any) -> None:
-        self.conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+        self.session.execute(_update(accounts, values, "id = ?", [A.id]), [*values.values(), account_id])
 
     # Orders and authorizations
 
     def add_order(self, order: Order) -> None:
-        self.conn.execute(insert(orders).values(
-            id=order.id, account_id=order.account_id, status=order.status, expires=order.expires,
-            identifiers=[i.to_json() for i in order.identifiers], not_before=order.not_before,
-            not_after=order.not_after, profile=order.profile, error=order.error,
-            certificate_id=order.certificate_id, created_at=order.created_at, replaces=order.replaces,
-        ))
-        if not order.authorization_ids:
-            return
-        self.conn.execute(insert(order_authorizations), [
-            {"order_id": order.id, "authorization_id": authz_id, "position": n}
-            for n, authz_id in enumerate(order.authorization_ids)
+        self.session.execute(_INSERT_ORDER, [
+            order.id, order.account_id, order.status, order.expires, [i.to_json() for i in order.identifiers],
+            order.not_before, order.not_after, order.profile, order.error, order.certificate_id, order.created_at,
+            order.replaces,
         ])
+        for position, authz_id in enumerate(order.authorization_ids):
+            self.session.execute(_INSERT_ORDER_AUTHORIZATION, [order.id, authz_id, position])
 
     def get_order(self, order_id: str) -> Order | None:
-        row = self.conn.execute(_ORDER_BY_ID, {"id": order_id}).first()
+        row = self.session.first(_ORDER_BY_ID, [order_id])
         if row is None:
             return None
-        authz_ids = self.conn.execute(_ORDER_AUTHORIZATION_IDS, {"id": order_id}).scalars().all()
+        authz_ids = self.session.scalars(_ORDER_AUTHORIZATION_IDS, [order_id])
         return Order(
-            id=row.id, account_id=row.account_id, status=row.status, expires=utc(row.expires),
-            identifiers=[Identifier(i["type"], i["value"]) for i in row.identifiers],
-            authorization_ids=list(authz_ids), not_before=utc(row.not_before), not_after=utc(row.not_after),
-            profile=row.profile, error=row.error, certificate_id=row.certificate_id, created_at=utc(row.created_at),
-            replaces=row.replaces,
+            id=row[0], account_id=row[1], status=row[2], expires=row[3],
+            identifiers=[Identifier(i["type"], i["value"]) for i in row[4]], authorization_ids=authz_ids,
+            not_before=row[5], not_after=row[6], profile=row[7], error=row[8], certificate_id=row[9],
+            created_at=row[10], replaces=row[11],
         )
 
     def list_order_ids(self, account_id: str, *, after: str | None, limit: int) -> list[str]:
         """Ids of the account's orders that are not invalid, in id order (RFC 8555 §7.1.2.1)."""
-        query = select(orders.c.id).where(and_(orders.c.account_id == account_id, orders.c.status != "invalid"))
+        text = "SELECT id FROM orders WHERE account_id = ? AND status <> 'invalid'"
+        params: list[Any] = [account_id]
+        columns = [O.account_id]
         if after is not None:
-            query = query.where(orders.c.id > after)
-        return list(self.conn.execute(query.order_by(orders.c.id).limit(limit)).scalars())
+            text += " AND id > ?"
+            params.append(after)
+            columns.append(O.id)
+        return self.session.scalars(Statement(text + f" ORDER BY id LIMIT {int(limit)}", columns), params)
 
     def transition_order(self, order_id: str, from_status: str | Iterable[str], to_status: str, **values: Any) -> bool:
         """Move an order between states; False when another request moved it first."""
         allowed = [from_status] if isinstance(from_status, str) else list(from_status)
-        result = self.conn.execute(
-            update(orders).where(and_(orders.c.id == order_id, orders.c.status.in_(allowed)))
-            .values(status=to_status, **values)
-        )
-        return result.rowcount == 1
+        changes = {"status": to_status, **values}
+        statement = _update(orders, changes, "id = ? AND status IN " + _in_list(len(allowed)),
+                            [O.id, *[O.status] * len(allowed)])
+        return self.session.rowcount(statement, [*changes.values(), order_id, *allowed]) == 1
 
     def cancel_pending_work(self, account_id: str, error: dict[str, Any]) -> int:
         """Invalidate the account's pending and ready orders and deactivate its pending authorizations."""
-        cancelled = self.conn.execute(
-            update(orders).where(and_(orders.c.account_id == account_id, orders.c.status.in_(["pending", "ready"])))
-            .values(status="invalid", error=error)
-        ).rowcount
-        self.conn.execute(
-            update(authorizations)
-            .where(and_(authorizations.c.account_id == account_id, authorizations.c.status == "pending"))
-            .values(status="deactivated")
-        )
+        cancelled = self.session.rowcount(_CANCEL_ORDERS, [error, account_id])
+        self.session.execute(_DEACTIVATE_PENDING_AUTHORIZATIONS, [account_id])
         return cancelled
 
     def order_ids_for_authorization(self, authz_id: str) -> list[str]:
-        return list(self.conn.execute(
-            select(order_authorizations.c.order_id).where(order_authorizations.c.authorization_id == authz_id)
-        ).scalars())
+        return self.session.scalars(_ORDER_IDS_FOR_AUTHORIZATION, [authz_id])
 
     def add_authorization(self, authz: Authorization) -> None:
-        self.conn.execute(insert(authorizations).values(
-            id=authz.id, account_id=authz.account_id, identifier_type=authz.identifier.type,
-            identifier_value=authz.identifier.value, wildcard=authz.wildcard, status=authz.status,
-            expires=authz.expires, created_at=authz.created_at,
-        ))
-        if authz.challenges:
-            self.conn.execute(insert(challenges), [
-                {"id": c.id, "authorization_id": authz.id, "type": c.type, "token": c.token, "status": c.status}
-                for c in authz.challenges
-            ])
+        self.session.execute(_INSERT_AUTHORIZATION, [
+            authz.id, authz.account_id, authz.identifier.type, authz.identifier.value, authz.wildcard, authz.status,
+            authz.expires, authz.created_at,
+        ])
+        for c in authz.challenges:
+            self.session.execute(_INSERT_CHALLENGE, [c.id, authz.id, c.type, c.token, c.status])
 
     def get_authorization(self, authz_id: str) -> Authorization | None:
-        row = self.conn.execute(_AUTHORIZATION_BY_ID, {"id": authz_id}).first()
-        if row is None:
+        rows = self.session.rows(_AUTHORIZATION_WITH_CHALLENGES, [authz_id])
+        if not rows:
             return None
-        chall_rows = self.conn.execute(_CHALLENGES_OF_AUTHORIZATION, {"id": authz_id}).all()
+        row = rows[0]
+        width = len(_AUTHORIZATION_COLUMNS)
         return Authorization(
-            id=row.id, account_id=row.account_id,
-            identifier=Identifier(row.identifier_type, row.identifier_value), wildcard=row.wildcard,
-            status=row.status, expires=utc(row.expires), created_at=utc(row.created_at),
-            challenges=[_challenge(c) for c in chall_rows],
+            id=row[0], account_id=row[1], identifier=Identifier(row[2], row[3]), wildcard=row[4], status=row[5],
+            expires=row[6], created_at=row[7],
+            challenges=[_challenge(r[width:]) for r in rows if r[width] is not None],
         )
 
     def find_reusable_authorization(self, account_id: str, identifier: Identifier, wildcard: bool,
                                     valid_until: datetime) -> str | None:
         """Return a valid authorization of this account for the identifier that lasts long enough."""
-        return self.conn.execute(
-            select(authorizations.c.id).where(and_(
-                authorizations.c.account_id == account_id,
-                authorizations.c.identifier_type == identifier.type,
-                authorizations.c.identifier_value == identifier.value,
-                authorizations.c.wildcard == wildcard,
-                authorizations.c.status == "valid",
-                authorizations.c.expires > valid_until,
-            )).order_by(authorizations.c.expires.desc()).limit(1)
-        ).scalar()
+        ids = self.session.scalars(_REUSABLE_AUTHORIZATION,
+                                   [account_id, identifier.type, identifier.value, wildcard, valid_until])
+        return ids[0] if ids else None
 
     def transition_authorization(self, authz_id: str, from_status: str, to_status: str, **values: Any) -> bool:
-        result = self.conn.execute(
-            update(authorizations).where(and_(authorizations.c.id == authz_id, authorizations.c.status == from_status))
-            .values(status=to_status, **values)
-        )
-        return result.rowcount == 1
+        changes = {"status": to_status, **values}
+        statement = _update(authorizations, changes, "id = ? AND status = ?", [Z.id, Z.status])
+        return self.session.rowcount(statement, [*changes.values(), authz_id, from_status]) == 1
 
     def authorization_states(self, authz_ids: list[str]) -> list[tuple[str, str, datetime]]:
         """(id, status, expires) of each authorization, without its challenges."""
-        rows = self.conn.execute(_AUTHORIZATION_STATES, {"ids": list(authz_ids)}).all()
-        return [(r.id, r.status, utc(r.expires)) for r in rows]
+        if not authz_ids:
+            return []
+        statement = Statement(f"SELECT id, status, expires FROM authorizations WHERE id IN {_in_list(len(authz_ids))}",
+                              [Z.id] * len(authz_ids), [Z.id, Z.status, Z.expires])
+        return [(r[0], r[1], r[2]) for r in self.session.rows(statement, authz_ids)]
 
     def challenge_errors(self, authz_id: str) -> list[dict[str, Any]]:
-        return [e for e in self.conn.execute(
-            select(challenges.c.error).where(and_(challenges.c.authorization_id == authz_id,
-                                                  challenges.c.error.is_not(None)))
-        ).scalars() if e]
+        return [e for e in self.session.scalars(_CHALLENGE_ERRORS, [authz_id]) if e]
 
     def get_challenge(self, challenge_id: str) -> Challenge | None:
-        row = self.conn.execute(_CHALLENGE_BY_ID, {"id": challenge_id}).first()
+        row = self.session.first(_CHALLENGE_BY_ID, [challenge_id])
         return _challenge(row) if row else None
 
     def transition_challenge(self, challenge_id: str, from_status: str, to_status: str, **values: Any) -> bool:
-        result = self.conn.execute(
-            update(challenges).where(and_(challenges.c.id == challenge_id, challenges.c.status == from_status))
-            .values(status=to_status, **values)
-        )
-        return result.rowcount == 1
+        changes = {"status": to_status, **values}
+        statement = _update(challenges, changes, "id = ? AND status = ?", [C.id, C.status])
+        return self.session.rowcount(statement, [*changes.values(), challenge_id, from_status]) == 1
 
     def processing_challenge_ids(self) -> list[str]:
-        return list(self.conn.execute(select(challenges.c.id).where(challenges.c.status == "processing")).scalars())
+        return self.session.scalars(_PROCESSING_CHALLENGE_IDS)
 
     # Certificates
 
     def add_certificate(self, cert: IssuedCertificate, created_at: datetime) -> None:
-        self.conn.execute(insert(certificates).values(
-            id=cert.id, serial=cert.serial, ca_name=cert.ca_name, account_id=cert.account_id,
-            order_id=cert.order_id, der=cert.der, not_before=cert.not_before, not_after=cert.not_after,
-            profile=cert.profile, revoked_at=None, revocation_reason=None, created_at=created_at,
-            eab_key_id=cert.eab_key_id, crl_shard=cert.crl_shard,
-        ))
+        self.session.execute(_INSERT_CERTIFICATE, [
+            cert.id, cert.serial, cert.ca_name, cert.account_id, cert.order_id, cert.der, cert.not_before,
+            cert.not_after, cert.profile, created_at, cert.eab_key_id, cert.crl_shard,
+        ])
 
     def get_certificate(self, cert_id: str) -> IssuedCertificate | None:
-        row = self.conn.execute(select(certificates).where(certificates.c.id == cert_id)).first()
+        row = self.session.first(_CERTIFICATE_BY_ID, [cert_id])
         return _certificate(row) if row else None
 
     def get_certificate_by_serial(self, serial: str) -> IssuedCertificate | None:
-        row = self.conn.execute(select(certificates).where(certificates.c.serial == serial)).first()
+        row = self.session.first(_CERTIFICATE_BY_SERIAL, [serial])
         return _certificate(row) if row else None
 
     def revoke_certificate(self, cert_id: str, at: datetime, reason: int | None) -> bool:
-        result = self.conn.execute(
-            update(certificates).where(and_(certificates.c.id == cert_id, certificates.c.revoked_at.is_(None)))
-            .values(revoked_at=at, revocation_reason=reason)
-        )
-        return result.rowcount == 1
+        return self.session.rowcount(_REVOKE_CERTIFICATE, [at, reason, cert_id]) == 1
 
     def count_certificates(self) -> int:
-        return self.conn.execute(select(func.count()).select_from(certificates)).scalar_one()
+        return self.session.scalars(_COUNT_CERTIFICATES)[0]
 
     # External account binding keys
 
     def add_eab_key(self, **values: Any) -> None:
-        self.conn.execute(insert(eab_keys).values(**values))
+        self._insert(eab_keys, values)
 
     def get_eab_key(self, key_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(select(eab_keys).where(eab_keys.c.key_id == key_id)).first()
-        return dict(row._mapping) if row else None
+        return _mapping(eab_keys, self.session.first(_EAB_KEY_BY_ID, [key_id]))
 
     def list_eab_keys(self, ca_name: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute(select(eab_keys).where(eab_keys.c.ca_name == ca_name)
-                                 .order_by(eab_keys.c.created_at)).all()
-        return [dict(r._mapping) for r in rows]
+        return [_mapping(eab_keys, row) for row in self.session.rows(_EAB_KEYS_OF_CA, [ca_name])]  # type: ignore[misc]
 
     def bind_eab_key(self, key_id: str) -> bool:
         """Count one more account on the key; False when its account limit was reached meanwhile."""
-        result = self.conn.execute(
-            update(eab_keys).where(and_(
-                eab_keys.c.key_id == key_id,
-                eab_keys.c.revoked_at.is_(None),
-                (eab_keys.c.max_accounts.is_(None)) | (eab_keys.c.accounts_bound < eab_keys.c.max_accounts),
-            )).values(accounts_bound=eab_keys.c.accounts_bound + 1)
-        )
-        return result.rowcount == 1
+        return self.session.rowcount(_BIND_EAB_KEY, [key_id]) == 1
 
     def revoke_eab_key(self, key_id: str, at: datetime) -> bool:
-        result = self.conn.execute(update(eab_keys).where(and_(eab_keys.c.key_id == key_id,
-                                                               eab_keys.c.revoked_at.is_(None)))
-                                   .values(revoked_at=at))
-        return result.rowcount == 1
+        return self.session.rowcount(_REVOKE_EAB_KEY, [at, key_id]) == 1
 
     def account_ids_for_eab_key(self, key_id: str) -> list[str]:
-        return list(self.conn.execute(select(accounts.c.id).where(accounts.c.eab_key_id == key_id)).scalars())
+        return self.session.scalars(_ACCOUNT_IDS_FOR_EAB_KEY, [key_id])
 
     def update_account_key(self, account_id: str, key_thumbprint: str, jwk: dict[str, Any]) -> bool:
         """Replace the account's key; return False when another account already has the new key."""
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(update(accounts).where(accounts.c.id == account_id)
-                                  .values(key_thumbprint=key_thumbprint, jwk=jwk))
-        except IntegrityError:
-            return False
-        return True
+        return not self.session.savepoint_violates_integrity(_UPDATE_ACCOUNT_KEY, [key_thumbprint, jwk, account_id])
 
     # Nonces and service secrets
 
     def use_nonce(self, nonce: str, expires: datetime) -> bool:
         """Record a nonce as used; False when it was used before."""
-        # ON CONFLICT DO NOTHING works on SQLite and PostgreSQL and needs no savepoint.
-        result = self.conn.execute(_USE_NONCE, {"nonce": nonce, "expires": expires})
-        return result.rowcount == 1
+        return self.session.rowcount(_USE_NONCE, [nonce, expires]) == 1
 
     def prune_used_nonces(self, now: datetime) -> int:
-        return self.conn.execute(delete(used_nonces).where(used_nonces.c.expires < now)).rowcount
+        return self.session.rowcount(_PRUNE_NONCES, [now])
 
     def get_or_create_secret(self, name: str, make: Any) -> bytes:
-        value = self.conn.execute(select(service_secrets.c.value).where(service_secrets.c.name == name)).scalar()
-        if value is not None:
-            return value
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(insert(service_secrets).values(name=name, value=make()))
-        except IntegrityError:
-            pass  # another process created it first; read theirs
-        return self.conn.execute(select(service_secrets.c.value).where(service_secrets.c.name == name)).scalar_one()
+        values = self.session.scalars(_SECRET_BY_NAME, [name])
+        if values:
+            return bytes(values[0])
+        # Another process may create it first; then the INSERT does nothing and theirs is read.
+        self.session.execute(_INSERT_SECRET, [name, make()])
+        return bytes(self.session.scalars(_SECRET_BY_NAME, [name])[0])
 
     # Audit log: insert only, never updated or deleted.
 
     def audit(self, at: datetime, event: str, ca_name: str | None, details: dict[str, Any]) -> None:
-        self.conn.execute(insert(audit_events).values(at=at, event=event, ca_name=ca_name, details=details))
+        self.session.execute(_INSERT_AUDIT_EVENT, [at, event, ca_name, details])
 
     def audit_events(self, event: str | None = None) -> list[dict[str, Any]]:
-        query = select(audit_events).order_by(audit_events.c.id)
-        if event is not None:
-            query = query.where(audit_events.c.event == event)
-        return [dict(r._mapping) for r in self.conn.execute(query).all()]
+        rows = self.session.rows(_AUDIT_EVENTS) if event is None else self.session.rows(_AUDIT_EVENTS_OF_KIND, [event])
+        return [_mapping(audit_events, row) for row in rows]  # type: ignore[misc]
 
     # Revocation: CRL shards, single-runner leases, operator selections and ARI.
 
     def revoked_in_shard(self, ca_name: str, shard: int,
                          expired_before: datetime) -> list[tuple[str, datetime, int | None]]:
         """(serial, revoked_at, reason) of the shard's revoked certificates not expired before ``expired_before``."""
-        rows = self.conn.execute(
-            select(certificates.c.serial, certificates.c.revoked_at, certificates.c.revocation_reason)
-            .where(and_(certificates.c.ca_name == ca_name, certificates.c.crl_shard == shard,
-                        certificates.c.revoked_at.is_not(None), certificates.c.not_after >= expired_before))
-        ).all()
-        return [(r.serial, utc(r.revoked_at), r.revocation_reason) for r in rows]
+        return [(r[0], r[1], r[2]) for r in self.session.rows(_REVOKED_IN_SHARD, [ca_name, shard, expired_before])]
 
     def revocations_since(self, since: datetime) -> list[tuple[str, int, str, datetime]]:
         """(ca_name, crl_shard, serial, revoked_at) of every revocation at or after ``since``."""
-        rows = self.conn.execute(
-            select(certificates.c.ca_name, certificates.c.crl_shard, certificates.c.serial, certificates.c.revoked_at)
-            .where(certificates.c.revoked_at >= since)
-        ).all()
-        return [(r.ca_name, r.crl_shard, r.serial, utc(r.revoked_at)) for r in rows]
+        return [(r[0], r[1], r[2], r[3]) for r in self.session.rows(_REVOCATIONS_SINCE, [since])]
 
     def highest_crl_shard(self, ca_name: str) -> int | None:
         """The highest shard any certificate of the CA was assigned, or None without certificates."""
-        return self.conn.execute(
-            select(func.max(certificates.c.crl_shard)).where(certificates.c.ca_name == ca_name)
-        ).scalar()
+        return self.session.scalars(_HIGHEST_CRL_SHARD, [ca_name])[0]
 
     def crl_shard_states(self, ca_name: str) -> dict[int, tuple[int, datetime, datetime]]:
         """Shard -> (number, this_update, next_update) of the CA's published shards."""
-        rows = self.conn.execute(
-            select(crl_shards.c.shard, crl_shards.c.number, crl_shards.c.this_update, crl_shards.c.next_update)
-            .where(crl_shards.c.ca_name == ca_name)
-        ).all()
-        return {r.shard: (r.number, utc(r.this_update), utc(r.next_update)) for r in rows}
+        return {r[0]: (r[1], r[2], r[3]) for r in self.session.rows(_CRL_SHARD_STATES, [ca_name])}
 
     def get_crl_shard(self, ca_name: str, shard: int) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            select(crl_shards).where(and_(crl_shards.c.ca_name == ca_name, crl_shards.c.shard == shard))
-        ).first()
-        if row is None:
-            return None
-        values = dict(row._mapping)
-        values["this_update"], values["next_update"] = utc(row.this_update), utc(row.next_update)
+        values = _mapping(crl_shards, self.session.first(_CRL_SHARD, [ca_name, shard]))
+        if values is not None:
+            values["der"] = bytes(values["der"])
         return values
 
     def store_crl_shard(self, ca_name: str, shard: int, previous_number: int | None, number: int,
@@ -415,69 +458,61 @@ class Repository:
 
         False means another process published this shard first, and nothing was written.
         """
-        values = {"number": number, "this_update": this_update, "next_update": next_update, "der": der}
         if previous_number is None:
-            try:
-                with self.conn.begin_nested():
-                    self.conn.execute(insert(crl_shards).values(ca_name=ca_name, shard=shard, **values))
-            except IntegrityError:
-                return False
-            return True
-        result = self.conn.execute(
-            update(crl_shards).where(and_(crl_shards.c.ca_name == ca_name, crl_shards.c.shard == shard,
-                                          crl_shards.c.number == previous_number)).values(**values)
-        )
-        return result.rowcount == 1
+            return self.session.rowcount(_INSERT_CRL_SHARD,
+                                         [ca_name, shard, number, this_update, next_update, der]) == 1
+        return self.session.rowcount(_REPLACE_CRL_SHARD, [number, this_update, next_update, der,
+                                                          ca_name, shard, previous_number]) == 1
 
     def acquire_lease(self, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
         """Take or extend the lease ``name`` until ``expires_at``; False while another holder has it."""
-        taken = self.conn.execute(
-            update(job_leases).where(and_(job_leases.c.name == name,
-                                          (job_leases.c.holder == holder) | (job_leases.c.expires_at <= now)))
-            .values(holder=holder, expires_at=expires_at)
-        ).rowcount
-        if taken == 1:
+        if self.session.rowcount(_TAKE_LEASE, [holder, expires_at, name, holder, now]) == 1:
             return True
-        try:
-            with self.conn.begin_nested():
-                self.conn.execute(insert(job_leases).values(name=name, holder=holder, expires_at=expires_at))
-        except IntegrityError:
-            return False
-        return True
+        return self.session.rowcount(_INSERT_LEASE, [name, holder, expires_at]) == 1
 
     def release_lease(self, name: str, holder: str) -> None:
-        self.conn.execute(delete(job_leases).where(and_(job_leases.c.name == name, job_leases.c.holder == holder)))
+        self.session.execute(_RELEASE_LEASE, [name, holder])
 
     def get_lease(self, name: str) -> tuple[str, datetime] | None:
-        row = self.conn.execute(select(job_leases).where(job_leases.c.name == name)).first()
-        return (row.holder, utc(row.expires_at)) if row else None
+        row = self.session.first(_LEASE, [name])
+        return (row[0], row[1]) if row else None
 
     def select_certificates(self, *, ca_name: str | None = None, profile: str | None = None,
                             eab_key_id: str | None = None, account_id: str | None = None,
                             serials: list[str] | None = None, valid_at: datetime | None = None,
                             unrevoked: bool = False) -> list[tuple[str, str, str]]:
         """(id, serial, ca_name) of the certificates matching every given criterion."""
-        query = select(certificates.c.id, certificates.c.serial, certificates.c.ca_name)
-        if ca_name is not None:
-            query = query.where(certificates.c.ca_name == ca_name)
-        if profile is not None:
-            query = query.where(certificates.c.profile == profile)
-        if eab_key_id is not None:
-            query = query.where(certificates.c.eab_key_id == eab_key_id)
-        if account_id is not None:
-            query = query.where(certificates.c.account_id == account_id)
+        conditions: list[str] = []
+        columns: list[Column] = []
+        params: list[Any] = []
+        for column, value in ((X.ca_name, ca_name), (X.profile, profile), (X.eab_key_id, eab_key_id),
+                              (X.account_id, account_id)):
+            if value is not None:
+                conditions.append(f"{column.name} = ?")
+                columns.append(column)
+                params.append(value)
         if serials is not None:
-            query = query.where(certificates.c.serial.in_(serials))
+            if not serials:
+                return []
+            conditions.append("serial IN " + _in_list(len(serials)))
+            columns.extend([X.serial] * len(serials))
+            params.extend(serials)
         if valid_at is not None:
-            query = query.where(certificates.c.not_after > valid_at)
+            conditions.append("not_after > ?")
+            columns.append(X.not_after)
+            params.append(valid_at)
         if unrevoked:
-            query = query.where(certificates.c.revoked_at.is_(None))
-        return [(r.id, r.serial, r.ca_name) for r in self.conn.execute(query.order_by(certificates.c.id)).all()]
+            conditions.append("revoked_at IS NULL")
+        where = (" WHERE " + " AND ".join(conditions)) if conditions else ""
+        statement = Statement(f"SELECT id, serial, ca_name FROM certificates{where} ORDER BY id", columns)
+        return [(r[0], r[1], r[2]) for r in self.session.rows(statement, params)]
 
     def set_renew_from(self, certificate_ids: list[str], renew_from: datetime) -> int:
-        return self.conn.execute(
-            update(certificates).where(certificates.c.id.in_(certificate_ids)).values(renew_from=renew_from)
-        ).rowcount
+        if not certificate_ids:
+            return 0
+        statement = Statement(f"UPDATE certificates SET renew_from = ? WHERE id IN {_in_list(len(certificate_ids))}",
+                              [X.renew_from, *[X.id] * len(certificate_ids)])
+        return self.session.rowcount(statement, [renew_from, *certificate_ids])
 
     def mark_certificate_replaced(self, certificate_id: str, order_id: str, now: datetime) -> bool:
         """Record ``order_id`` as the certificate's replacement (RFC 9773 §5).
@@ -485,15 +520,4 @@ class Repository:
         It succeeds when no order replaces the certificate yet, or when the order
         that did is invalid or expired unfinished; False means another order holds it.
         """
-        dead_orders = select(orders.c.id).where(
-            (orders.c.status == "invalid")
-            | (orders.c.status.in_(["pending", "ready"]) & (orders.c.expires <= now)))
-        result = self.conn.execute(
-            update(certificates).where(and_(
-                certificates.c.id == certificate_id,
-                certificates.c.replaced_by_order.is_(None)
-                | (certificates.c.replaced_by_order == order_id)
-                | certificates.c.replaced_by_order.in_(dead_orders),
-            )).values(replaced_by_order=order_id)
-        )
-        return result.rowcount == 1
+        return self.session.rowcount(_MARK_CERTIFICATE_REPLACED, [order_id, certificate_id, order_id, now]) == 1

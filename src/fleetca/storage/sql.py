@@ -1,0 +1,336 @@
+"""SQL on the database driver itself: statements built once, a connection pool and one transaction.
+
+SQLAlchemy defines the schema (``tables.py``) and Alembic migrates it, but the
+request path runs its statements on the driver connection (``sqlite3`` or
+psycopg 3). Through SQLAlchemy's execution path a statement cost several times
+what the statement itself cost on SQLite, and a certificate takes dozens of
+them (docs/performance.md has the profile).
+
+Values are stored the way SQLAlchemy's column types store them, so rows written
+through either path read back the same through both:
+
+- SQLite keeps a ``DateTime`` as text ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, a
+  ``JSON`` value as its JSON text and a ``Boolean`` as 0 or 1;
+- PostgreSQL keeps them as ``timestamptz``, ``json`` and ``boolean``, and each
+  connection sets its time zone to UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, Table
+
+# Exceptions that a unique or foreign-key violation raises, per driver.
+try:
+    import psycopg
+    from psycopg.types.json import Json
+
+    INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite needs nothing else
+    psycopg = None  # type: ignore[assignment]
+    INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
+
+Converter = Callable[[Any], Any]
+
+
+def _kind(column: Column) -> str:
+    if isinstance(column.type, DateTime):
+        return "datetime"
+    if isinstance(column.type, JSON):
+        return "json"
+    if isinstance(column.type, Boolean):
+        return "bool"
+    return ""
+
+
+def _sqlite_write_datetime(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
+
+
+def _sqlite_read_datetime(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _sqlite_write_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _sqlite_read_json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _sqlite_write_bool(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _sqlite_read_bool(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _postgres_write_json(value: Any) -> Any:
+    return None if value is None else Json(value)
+
+
+def _postgres_read_datetime(value: datetime | None) -> datetime | None:
+    # The session time zone is UTC, so psycopg returns UTC already; this only
+    # normalises the tzinfo object.
+    return None if value is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one driver spells placeholders and converts the column kinds."""
+
+    name: str
+    placeholder: str
+    writers: dict[str, Converter]
+    readers: dict[str, Converter]
+
+    def sql(self, text: str) -> str:
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+
+SQLITE = Dialect(
+    "sqlite", "?",
+    writers={"datetime": _sqlite_write_datetime, "json": _sqlite_write_json, "bool": _sqlite_write_bool},
+    readers={"datetime": _sqlite_read_datetime, "json": _sqlite_read_json, "bool": _sqlite_read_bool},
+)
+POSTGRES = Dialect(
+    "postgresql", "%s",
+    writers={"json": _postgres_write_json},
+    readers={"datetime": _postgres_read_datetime},
+)
+
+
+class Statement:
+    """One SQL text with ``?`` placeholders, the columns its parameters and results belong to, and per-dialect forms.
+
+    The columns decide how each parameter is written and each result value is
+    read. The text must not contain a literal ``?`` or ``%``.
+    """
+
+    __slots__ = ("text", "params", "result", "_compiled")
+
+    def __init__(self, text: str, params: Sequence[Column] = (), result: Sequence[Column] = ()) -> None:
+        self.text = text
+        self.params = tuple(params)
+        self.result = tuple(result)
+        self._compiled: dict[str, tuple[str, list[Converter | None], list[tuple[int, Converter]]]] = {}
+
+    def compiled(self, dialect: Dialect) -> tuple[str, list[Converter | None], list[tuple[int, Converter]]]:
+        form = self._compiled.get(dialect.name)
+        if form is None:
+            writers = [dialect.writers.get(_kind(c)) for c in self.params]
+            readers = [(n, dialect.readers[_kind(c)]) for n, c in enumerate(self.result) if _kind(c) in dialect.readers]
+            form = (dialect.sql(self.text), writers, readers)
+            self._compiled[dialect.name] = form
+        return form
+
+
+def column_list(columns: Iterable[Column]) -> str:
+    return ", ".join(c.name for c in columns)
+
+
+def select_by(table: Table, *where: Column, columns: Sequence[Column] | None = None, suffix: str = "") -> Statement:
+    """SELECT ``columns`` (all by default) of ``table`` WHERE each ``where`` column equals a parameter."""
+    columns = list(table.columns) if columns is None else list(columns)
+    condition = " AND ".join(f"{c.name} = ?" for c in where)
+    text = f"SELECT {column_list(columns)} FROM {table.name}" + (f" WHERE {condition}" if where else "") + suffix
+    return Statement(text, where, columns)
+
+
+def insert_into(table: Table, columns: Sequence[Column] | None = None, suffix: str = "") -> Statement:
+    """INSERT one row of ``columns`` (all but autoincrement keys by default) into ``table``."""
+    if columns is None:
+        columns = [c for c in table.columns if not (c.primary_key and c.autoincrement is True)]
+    placeholders = ", ".join("?" for _ in columns)
+    return Statement(f"INSERT INTO {table.name} ({column_list(columns)}) VALUES ({placeholders}){suffix}", columns)
+
+
+def defaults_filled(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` plus the Python-side scalar default of each column left out, as SQLAlchemy's INSERT adds them."""
+    filled = dict(values)
+    for column in table.columns:
+        if column.name not in filled and column.default is not None and column.default.is_scalar:
+            filled[column.name] = column.default.arg
+    return filled
+
+
+class Session:
+    """One open transaction on a driver connection."""
+
+    __slots__ = ("connection", "dialect")
+
+    def __init__(self, connection: Any, dialect: Dialect) -> None:
+        self.connection = connection
+        self.dialect = dialect
+
+    def execute(self, statement: Statement, params: Sequence[Any] = ()) -> Any:
+        """Run ``statement`` and return the driver's cursor."""
+        text, writers, _ = statement.compiled(self.dialect)
+        values = [value if write is None else write(value) for write, value in zip(writers, params, strict=True)]
+        return self.connection.execute(text, values)
+
+    def rows(self, statement: Statement, params: Sequence[Any] = ()) -> list[list[Any]]:
+        """Run a query and return its rows with each value read back into its Python type."""
+        readers = statement.compiled(self.dialect)[2]
+        rows = [list(row) for row in self.execute(statement, params).fetchall()]
+        if readers:
+            for row in rows:
+                for n, read in readers:
+                    row[n] = read(row[n])
+        return rows
+
+    def first(self, statement: Statement, params: Sequence[Any] = ()) -> list[Any] | None:
+        rows = self.rows(statement, params)
+        return rows[0] if rows else None
+
+    def scalars(self, statement: Statement, params: Sequence[Any] = ()) -> list[Any]:
+        return [row[0] for row in self.rows(statement, params)]
+
+    def rowcount(self, statement: Statement, params: Sequence[Any] = ()) -> int:
+        return self.execute(statement, params).rowcount
+
+    def savepoint_violates_integrity(self, statement: Statement, params: Sequence[Any]) -> bool:
+        """Run ``statement`` inside a savepoint; True when it broke a constraint and was rolled back alone."""
+        self.connection.execute("SAVEPOINT fleetca_statement")
+        try:
+            self.execute(statement, params)
+        except INTEGRITY_ERRORS:
+            self.connection.execute("ROLLBACK TO SAVEPOINT fleetca_statement")
+            self.connection.execute("RELEASE SAVEPOINT fleetca_statement")
+            return True
+        self.connection.execute("RELEASE SAVEPOINT fleetca_statement")
+        return False
+
+
+def dialect_for(url: str) -> Dialect:
+    return SQLITE if url.startswith("sqlite") else POSTGRES
+
+
+def connector_for(url: str, *, durable: bool) -> Callable[[], Any]:
+    """A function that opens one driver connection for ``url``; ``durable=False`` skips waiting for the disk at commit."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1]
+
+        def connect_sqlite() -> sqlite3.Connection:
+            # isolation_level=None turns off the module's own BEGIN, so the
+            # transaction helpers below send the only BEGIN.
+            connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            # FULL makes each commit durable across power loss. NORMAL skips the
+            # fsync of a commit, so the commit survives a process crash but not a
+            # power loss. Only the used-nonce table is written that way.
+            connection.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
+            connection.execute("PRAGMA foreign_keys=ON")
+            return connection
+
+        return connect_sqlite
+
+    conninfo = "postgresql://" + url.split("://", 1)[1]
+    options = "-c timezone=UTC" + ("" if durable else " -c synchronous_commit=off")
+
+    def connect_postgres() -> Any:
+        # With synchronous_commit off, a commit returns before the WAL reaches
+        # disk, and a crash loses at most the last few hundred milliseconds of
+        # such commits.
+        return psycopg.connect(conninfo, autocommit=False, options=options)
+
+    return connect_postgres
+
+
+class ConnectionPool:
+    """Idle driver connections of this process, reused across transactions.
+
+    A forked worker must not use its parent's connections, because both
+    processes would then talk on one socket or one SQLite file handle. After a
+    fork the pool starts empty and keeps the inherited connections referenced,
+    so that garbage collection never closes them under the parent.
+    """
+
+    def __init__(self, connect: Callable[[], Any], *, max_idle: int = 16) -> None:
+        self._connect = connect
+        self._max_idle = max_idle
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._inherited: list[Any] = []
+
+    def acquire(self) -> Any:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._inherited.extend(self._idle)
+                self._idle = []
+                self._pid = os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return self._connect()
+
+    def release(self, connection: Any) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and len(self._idle) < self._max_idle:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def discard(self, connection: Any) -> None:
+        """Close a connection that failed, and the idle ones, which likely lost the same server."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for stale in [connection, *idle]:
+            try:
+                stale.close()
+            except Exception:  # closing a dead connection may raise anything the driver raises
+                pass
+
+    def dispose(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
+def _is_broken(connection: Any) -> bool:
+    return bool(getattr(connection, "broken", False) or getattr(connection, "closed", False))
+
+
+def open_transaction(pool: ConnectionPool, dialect: Dialect, *, write: bool) -> Iterator[Session]:
+    """Yield a :class:`Session` in a new transaction, committed when the body returns and rolled back if it raises.
+
+    On SQLite a write transaction starts with BEGIN IMMEDIATE, which takes the
+    write lock up front, so two writers queue on the busy timeout instead of
+    failing later with "database is locked". A read starts with a deferred
+    BEGIN, which in WAL mode takes no lock and reads the last committed state.
+    PostgreSQL starts a transaction at the first statement.
+    """
+    connection = pool.acquire()
+    try:
+        if dialect is SQLITE:
+            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        yield Session(connection, dialect)
+        connection.commit()
+    except BaseException:
+        try:
+            connection.rollback()
+        except Exception:  # the connection is gone; discard it below
+            pass
+        if _is_broken(connection):
+            pool.discard(connection)
+        else:
+            pool.release(connection)
+        raise
+    pool.release(connection)
