@@ -77,7 +77,7 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
     eab_key_id = None
     if binding is not None:
         def lookup(key_id: str) -> EabKey | None:
-            with ctx.database.transaction() as repo:
+            with ctx.database.read() as repo:
                 return eab_key_from_row(repo.get_eab_key(key_id))
 
         eab_key_id = verify_binding(binding, urls.new_account, auth.key, ca.name, lookup, now).key_id
@@ -87,7 +87,7 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
 
     account = Account(id=new_id(), ca_name=ca.name, key_thumbprint=thumbprint, jwk=auth.key.export_public(as_dict=True),
                       status="valid", contact=contacts, terms_agreed=terms, eab_key_id=eab_key_id, created_at=now)
-    with ctx.database.transaction() as repo:
+    with ctx.database.transaction(durable=False) as repo:
         # Two requests with the same new key race here; the unique key decides.
         if repo.find_account_by_key(ca.name, thumbprint) is not None:
             raise AcmeProblem("malformed", "an account for this key was created concurrently; retry", status=409)

@@ -39,7 +39,7 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         auth.payload()  # must be a JSON object; its members are ignored (§7.5.1)
     now = ctx.now()
     started = False
-    with ctx.database.transaction() as repo:
+    with ctx.database.transaction(durable=False) as repo:
         current = repo.get_challenge(challenge_id)
         authz = repo.get_authorization(current.authorization_id) if current else None
         if current is None or authz is None or authz.account_id != auth.account.id:
@@ -72,7 +72,7 @@ def start_validation(ctx: AcmeContext, challenge_id: str) -> asyncio.Task[None]:
 
 async def validate_challenge(ctx: AcmeContext, challenge_id: str) -> None:
     """Validate one processing challenge and record the outcome on it, its authorization and orders."""
-    with ctx.database.transaction() as repo:
+    with ctx.database.read() as repo:
         current = repo.get_challenge(challenge_id)
         authz = repo.get_authorization(current.authorization_id) if current else None
         account = repo.get_account(authz.account_id) if authz else None
@@ -89,7 +89,7 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str) -> None:
         error = problem_json("serverInternal", "validation failed with an internal error", 500)
 
     now = ctx.now()
-    with ctx.database.transaction() as repo:
+    with ctx.database.transaction(durable=False) as repo:
         if error is None:
             if repo.transition_challenge(challenge_id, "processing", "valid", validated=now):
                 repo.transition_authorization(authz.id, "pending", "valid",

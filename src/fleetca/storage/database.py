@@ -70,7 +70,15 @@ class Database:
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Repository]:
-        """Open a read-write transaction; ``durable=False`` trades power-loss safety of its commit for speed."""
+        """Open a read-write transaction.
+
+        A durable commit returns once the change is on disk. With
+        ``durable=False`` the commit returns before that (SQLite
+        ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit=off``): it
+        survives a crash of the process, but a power loss can undo it. Both
+        databases write their log in commit order, so a later durable commit
+        makes every commit before it durable as well.
+        """
         pool = self._durable_pool if durable else self._fast_pool
         with contextmanager(open_transaction)(pool, self.dialect, write=True) as session:
             yield Repository(session)
