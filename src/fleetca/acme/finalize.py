@@ -149,7 +149,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
                      "not_after": issued.not_after.isoformat()}
     # The only durable commit of a normal flow. SQLite's and PostgreSQL's logs
     # are written in order, so it also makes every earlier commit of the flow durable.
-    with ctx.database.transaction() as repo:
+    async with ctx.database.durable_transaction() as repo:
         repo.add_certificate(issued, now)
         repo.transition_order(order_id, "processing", "valid", certificate_id=issued.id)
         repo.audit(now, "certificate.issued", ca.name, audit_details)

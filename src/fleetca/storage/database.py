@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import asyncio
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
 from fleetca.storage.repository import Repository
-from fleetca.storage.sql import ConnectionPool, connector_for, dialect_for, open_transaction
+from fleetca.storage.sql import (
+    SQLITE,
+    ConnectionPool,
+    Session,
+    connector_for,
+    dialect_for,
+    open_transaction,
+    release_after_failure,
+    sync_sqlite_wal,
+)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -67,6 +77,7 @@ class Database:
         self.dialect = dialect_for(url)
         self._durable_pool = ConnectionPool(connector_for(url, durable=True))
         self._fast_pool = ConnectionPool(connector_for(url, durable=False))
+        self._sqlite_path = url.split(":///", 1)[1] if self.dialect is SQLITE else ""
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Repository]:
@@ -82,6 +93,30 @@ class Database:
         pool = self._durable_pool if durable else self._fast_pool
         with contextmanager(open_transaction)(pool, self.dialect, write=True) as session:
             yield Repository(session)
+
+    @asynccontextmanager
+    async def durable_transaction(self) -> AsyncIterator[Repository]:
+        """Open a read-write transaction whose commit is durable, waiting for the disk in a thread.
+
+        The statements run on the event loop's thread as in :meth:`transaction`,
+        but the event loop serves other requests while the disk catches up. On
+        SQLite the commit itself skips the fsync and releases the write lock at
+        once, and the write-ahead log is synced afterwards. On PostgreSQL the
+        COMMIT runs in a thread.
+        """
+        if self.dialect is SQLITE:
+            with self.transaction(durable=False) as repo:
+                yield repo
+            await asyncio.to_thread(sync_sqlite_wal, self._sqlite_path)
+            return
+        connection = self._durable_pool.acquire()
+        try:
+            yield Repository(Session(connection, self.dialect))
+            await asyncio.to_thread(connection.commit)
+        except BaseException:
+            release_after_failure(self._durable_pool, connection)
+            raise
+        self._durable_pool.release(connection)
 
     @contextmanager
     def read(self) -> Iterator[Repository]:

@@ -308,6 +308,18 @@ def _is_broken(connection: Any) -> bool:
     return bool(getattr(connection, "broken", False) or getattr(connection, "closed", False))
 
 
+def release_after_failure(pool: ConnectionPool, connection: Any) -> None:
+    """Roll back a failed transaction and return its connection, or discard the connection if it is broken."""
+    try:
+        connection.rollback()
+    except Exception:  # the connection is gone; discard it below
+        pass
+    if _is_broken(connection):
+        pool.discard(connection)
+    else:
+        pool.release(connection)
+
+
 def open_transaction(pool: ConnectionPool, dialect: Dialect, *, write: bool) -> Iterator[Session]:
     """Yield a :class:`Session` in a new transaction, committed when the body returns and rolled back if it raises.
 
@@ -324,13 +336,21 @@ def open_transaction(pool: ConnectionPool, dialect: Dialect, *, write: bool) -> 
         yield Session(connection, dialect)
         connection.commit()
     except BaseException:
-        try:
-            connection.rollback()
-        except Exception:  # the connection is gone; discard it below
-            pass
-        if _is_broken(connection):
-            pool.discard(connection)
-        else:
-            pool.release(connection)
+        release_after_failure(pool, connection)
         raise
     pool.release(connection)
+
+
+def sync_sqlite_wal(database_path: str) -> None:
+    """Flush SQLite's write-ahead log to disk, which makes every commit already in it durable.
+
+    This is the step that ``synchronous=FULL`` adds to each commit in WAL mode.
+    Done after a ``synchronous=NORMAL`` commit, it happens after the write lock
+    is released, so other writers proceed meanwhile. Frames that a checkpoint
+    already moved into the database file were synced by that checkpoint.
+    """
+    descriptor = os.open(database_path + "-wal", os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,232 @@
+"""Storage on the driver connection: values match SQLAlchemy's column types, and commits and rollbacks hold."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from fleetca.domain import Account, Authorization, Challenge, Identifier, IssuedCertificate, Order
+from fleetca.storage.database import Database, migrate, sqlite_url
+from fleetca.storage.tables import accounts, certificates, challenges, issuing_cas, orders
+from tests.support.databases import drop_postgres_database, new_database_url
+
+NOW = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    url = new_database_url() or sqlite_url(tmp_path / "storage.db")
+    migrate(url)
+    database = Database(url)
+    with database.transaction() as repo:
+        repo.add_issuing_ca(name="default", status="active", certificate_pem="PEM", key_ref="file:ca.key",
+                            config={"permitted": ["devices.example"]}, created_at=NOW)
+    yield database
+    database.dispose()
+    if url.startswith("postgresql"):
+        drop_postgres_database(url)
+
+
+def make_account(account_id: str = "acct1", thumbprint: str = "thumb1") -> Account:
+    return Account(id=account_id, ca_name="default", key_thumbprint=thumbprint,
+                   jwk={"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}, status="valid",
+                   contact=["mailto:ops@example.test"], terms_agreed=True, eab_key_id=None, created_at=NOW)
+
+
+def make_order(order_id: str = "order1", authz_ids: list[str] | None = None) -> Order:
+    return Order(id=order_id, account_id="acct1", status="pending", expires=NOW + timedelta(hours=1),
+                 identifiers=[Identifier("dns", "d1.devices.example")], authorization_ids=authz_ids or [],
+                 not_before=None, not_after=None, profile="default", error=None, certificate_id=None,
+                 created_at=NOW)
+
+
+def test_rows_read_back_as_written(database: Database) -> None:
+    authz = Authorization(id="authz1", account_id="acct1", identifier=Identifier("dns", "d1.devices.example"),
+                          wildcard=False, status="pending", expires=NOW + timedelta(days=1), created_at=NOW,
+                          challenges=[Challenge(id="ch1", authorization_id="authz1", type="http-01", token="t1",
+                                                status="pending"),
+                                      Challenge(id="ch2", authorization_id="authz1", type="dns-01", token="t2",
+                                                status="pending")])
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_authorization(authz)
+        repo.add_order(make_order(authz_ids=["authz1"]))
+
+    with database.read() as repo:
+        account = repo.get_account("acct1")
+        order = repo.get_order("order1")
+        stored_authz = repo.get_authorization("authz1")
+
+    assert account == make_account()
+    assert order == make_order(authz_ids=["authz1"])
+    assert stored_authz is not None
+    assert [c.type for c in stored_authz.challenges] == ["dns-01", "http-01"]
+    assert stored_authz.expires == authz.expires
+    assert stored_authz.expires.tzinfo is not None
+
+
+def test_sqlalchemy_reads_driver_rows(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_order(make_order())
+
+    with database.engine.connect() as conn:
+        account_row = conn.execute(select(accounts).where(accounts.c.id == "acct1")).one()
+        order_row = conn.execute(select(orders).where(orders.c.id == "order1")).one()
+
+    assert account_row.contact == ["mailto:ops@example.test"]
+    assert account_row.terms_agreed is True
+    assert account_row.created_at.replace(tzinfo=UTC) == NOW
+    assert order_row.identifiers == [{"type": "dns", "value": "d1.devices.example"}]
+    assert order_row.expires.replace(tzinfo=UTC) == NOW + timedelta(hours=1)
+
+
+def test_driver_reads_sqlalchemy_rows(database: Database) -> None:
+    with database.engine.begin() as conn:
+        conn.execute(insert(accounts).values(
+            id="acct2", ca_name="default", key_thumbprint="thumb2", jwk={"kty": "OKP"}, status="valid",
+            contact=[], terms_agreed=False, eab_key_id=None, created_at=NOW))
+        conn.execute(insert(orders).values(
+            id="order2", account_id="acct2", status="ready", expires=NOW, identifiers=[], created_at=NOW,
+            error={"type": "urn:ietf:params:acme:error:malformed"}))
+
+    with database.read() as repo:
+        account = repo.get_account("acct2")
+        order = repo.get_order("order2")
+        ca = repo.get_issuing_ca("default")
+
+    assert account is not None
+    assert account.jwk == {"kty": "OKP"}
+    assert account.terms_agreed is False
+    assert account.created_at == NOW
+    assert order is not None
+    assert order.error == {"type": "urn:ietf:params:acme:error:malformed"}
+    assert ca is not None
+    assert ca["chain_pem"] == ""  # the column's Python-side default was applied on insert
+    assert ca["config"] == {"permitted": ["devices.example"]}
+
+
+def test_failed_transaction_rolls_back(database: Database) -> None:
+    with pytest.raises(RuntimeError):
+        with database.transaction() as repo:
+            repo.add_account(make_account())
+            raise RuntimeError("handler failed")
+
+    with database.read() as repo:
+        assert repo.get_account("acct1") is None
+
+
+def test_integrity_error_rolls_back_whole_transaction(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+
+    with pytest.raises(Exception) as caught:
+        with database.transaction() as repo:
+            repo.add_order(make_order("order3"))
+            repo.add_account(make_account())  # same id again
+    assert "unique" in str(caught.value).lower() or "duplicate" in str(caught.value).lower()
+
+    with database.read() as repo:
+        assert repo.get_order("order3") is None
+    with database.transaction() as repo:  # the pool's connection is usable again
+        repo.add_order(make_order("order4"))
+
+
+def test_conditional_transition_wins_once(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_order(make_order())
+
+    with database.transaction(durable=False) as repo:
+        first = repo.transition_order("order1", ["pending", "ready"], "processing")
+    with database.transaction(durable=False) as repo:
+        second = repo.transition_order("order1", ["pending", "ready"], "processing")
+
+    assert first is True
+    assert second is False
+
+
+def test_durable_transaction_commits(database: Database) -> None:
+    certificate = IssuedCertificate(id="cert1", serial="1f", ca_name="default", account_id="acct1",
+                                    order_id="order1", der=b"\x30\x03\x02\x01\x01", not_before=NOW,
+                                    not_after=NOW + timedelta(days=7), profile="default", revoked_at=None,
+                                    revocation_reason=None, crl_shard=3)
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+
+    async def store() -> None:
+        async with database.durable_transaction() as repo:
+            repo.add_certificate(certificate, NOW)
+
+    asyncio.run(store())
+
+    with database.read() as repo:
+        assert repo.get_certificate("cert1") == certificate
+    with database.engine.connect() as conn:
+        assert conn.execute(select(certificates.c.der).where(certificates.c.id == "cert1")).scalar_one() \
+            == certificate.der
+
+
+def test_durable_transaction_rolls_back(database: Database) -> None:
+    async def fail() -> None:
+        async with database.durable_transaction() as repo:
+            repo.add_account(make_account())
+            raise RuntimeError("signing failed")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(fail())
+
+    with database.read() as repo:
+        assert repo.get_account("acct1") is None
+
+
+def test_key_change_conflict_returns_false(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account("acct1", "thumb1"))
+        repo.add_account(make_account("acct2", "thumb2"))
+
+    with database.transaction() as repo:
+        taken = repo.update_account_key("acct2", "thumb1", {"kty": "EC"})
+        moved = repo.update_account_key("acct2", "thumb3", {"kty": "EC", "crv": "P-384"})
+
+    assert taken is False
+    assert moved is True
+    with database.read() as repo:
+        account = repo.get_account("acct2")
+    assert account is not None
+    assert account.key_thumbprint == "thumb3"
+
+
+def test_issuing_ca_update(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.update_issuing_ca("default", status="disabled", config={"permitted": []})
+
+    with database.engine.connect() as conn:
+        row = conn.execute(select(issuing_cas).where(issuing_cas.c.name == "default")).one()
+    assert row.status == "disabled"
+    assert row.config == {"permitted": []}
+
+
+def test_challenge_error_stored_as_json(database: Database) -> None:
+    authz = Authorization(id="authz1", account_id="acct1", identifier=Identifier("dns", "d1.devices.example"),
+                          wildcard=False, status="pending", expires=NOW, created_at=NOW,
+                          challenges=[Challenge(id="ch1", authorization_id="authz1", type="http-01", token="t",
+                                                status="processing")])
+    error = {"type": "urn:ietf:params:acme:error:connection", "detail": "refused", "status": 400}
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_authorization(authz)
+        changed = repo.transition_challenge("ch1", "processing", "invalid", error=error)
+
+    with database.read() as repo:
+        errors = repo.challenge_errors("authz1")
+    with database.engine.connect() as conn:
+        stored = conn.execute(select(challenges.c.error).where(challenges.c.id == "ch1")).scalar_one()
+    assert changed is True
+    assert errors == [error]
+    assert stored == error
