@@ -160,7 +160,7 @@ def test_durable_transaction_commits(database: Database) -> None:
         repo.add_account(make_account())
 
     async def store() -> None:
-        async with database.durable_transaction() as repo:
+        async with database.transaction_async(durable=True) as repo:
             repo.add_certificate(certificate, NOW)
 
     asyncio.run(store())
@@ -174,7 +174,7 @@ def test_durable_transaction_commits(database: Database) -> None:
 
 def test_durable_transaction_rolls_back(database: Database) -> None:
     async def fail() -> None:
-        async with database.durable_transaction() as repo:
+        async with database.transaction_async(durable=True) as repo:
             repo.add_account(make_account())
             raise RuntimeError("signing failed")
 

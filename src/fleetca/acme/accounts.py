@@ -87,7 +87,7 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
 
     account = Account(id=new_id(), ca_name=ca.name, key_thumbprint=thumbprint, jwk=auth.key.export_public(as_dict=True),
                       status="valid", contact=contacts, terms_agreed=terms, eab_key_id=eab_key_id, created_at=now)
-    with ctx.database.transaction(durable=False) as repo:
+    async with ctx.database.transaction_async(durable=False) as repo:
         # Two requests with the same new key race here; the unique key decides.
         if repo.find_account_by_key(ca.name, thumbprint) is not None:
             raise AcmeProblem("malformed", "an account for this key was created concurrently; retry", status=409)
@@ -120,7 +120,7 @@ async def account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls)
         changes["contact"] = parse_contacts(payload["contact"])
     deactivate = payload.get("status") == "deactivated"
     now = ctx.now()
-    with ctx.database.transaction() as repo:
+    async with ctx.database.transaction_async(durable=True) as repo:
         if changes:
             repo.update_account(current.id, **changes)
         if deactivate:
@@ -140,7 +140,7 @@ async def account_orders(request: Request, ctx: AcmeContext, ca: IssuingCa, urls
     if auth.account.id != request.path_params["id"]:
         raise not_found("no such orders list for this account")
     cursor = request.query_params.get("cursor")
-    with ctx.database.transaction() as repo:
+    with ctx.database.read() as repo:
         ids = repo.list_order_ids(auth.account.id, after=cursor, limit=ORDERS_PAGE_SIZE + 1)
     headers = {}
     if len(ids) > ORDERS_PAGE_SIZE:

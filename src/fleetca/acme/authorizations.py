@@ -46,7 +46,7 @@ async def authorization(request: Request, ctx: AcmeContext, ca: IssuingCa, urls:
         raise not_found("no such authorization for this account")
     expired = current.status in ("pending", "valid") and current.expires <= now
     if expired or payload is not None:
-        with ctx.database.transaction() as repo:
+        async with ctx.database.transaction_async(durable=True) as repo:
             expire_authorizations(repo, [authz_id], now)
             if payload is not None:
                 deactivate(repo, ca, auth.account.id, authz_id, now)

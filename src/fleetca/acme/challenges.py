@@ -39,7 +39,7 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         auth.payload()  # must be a JSON object; its members are ignored (§7.5.1)
     now = ctx.now()
     started = False
-    with ctx.database.transaction(durable=False) as repo:
+    async with ctx.database.transaction_async(durable=False) as repo:
         current = repo.get_challenge(challenge_id)
         authz = repo.get_authorization(current.authorization_id) if current else None
         if current is None or authz is None or authz.account_id != auth.account.id:
@@ -89,7 +89,7 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str) -> None:
         error = problem_json("serverInternal", "validation failed with an internal error", 500)
 
     now = ctx.now()
-    with ctx.database.transaction(durable=False) as repo:
+    async with ctx.database.transaction_async(durable=False) as repo:
         if error is None:
             if repo.transition_challenge(challenge_id, "processing", "valid", validated=now):
                 repo.transition_authorization(authz.id, "pending", "valid",
@@ -106,7 +106,7 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str) -> None:
 
 async def resume_processing_challenges(ctx: AcmeContext) -> int:
     """Restart validation of challenges that a stopped process left in processing."""
-    with ctx.database.transaction() as repo:
+    with ctx.database.read() as repo:
         ids = repo.processing_challenge_ids()
     for challenge_id in ids:
         start_validation(ctx, challenge_id)

@@ -92,7 +92,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
     now = ctx.now()
 
     # The order must exist, belong to the account and be ready (§7.4).
-    with ctx.database.transaction(durable=False) as repo:
+    async with ctx.database.transaction_async(durable=False) as repo:
         current = repo.get_order(order_id)
         if current is None or current.account_id != auth.account.id:
             raise not_found("no such order for this account")
@@ -116,7 +116,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
         raise AcmeProblem("badCSR", f"profile {profile.name} does not certify {key_type} keys; "
                                     f"use one of {', '.join(profile.key_types)}")
     csr_thumbprint = jwk.JWK.from_pyca(csr_key).thumbprint()
-    with ctx.database.transaction(durable=False) as repo:
+    async with ctx.database.transaction_async(durable=False) as repo:
         if repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
             raise AcmeProblem("badCSR", "the CSR's public key is an account key; use a separate key")
         if not repo.transition_order(order_id, "ready", "processing"):
@@ -131,7 +131,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
         detail = str(exc) if isinstance(exc, SigningRefused) else "signing failed with an internal error"
         log.exception("signing failed for order %s", order_id)
         error = problem_json("serverInternal", f"certificate was not issued: {detail}", 500)
-        with ctx.database.transaction() as repo:
+        async with ctx.database.transaction_async(durable=True) as repo:
             repo.transition_order(order_id, "processing", "invalid", error=error)
             repo.audit(ctx.now(), "certificate.refused", ca.name, {"order": order_id, "detail": detail})
             failed = repo.get_order(order_id)
@@ -149,7 +149,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
                      "not_after": issued.not_after.isoformat()}
     # The only durable commit of a normal flow. SQLite's and PostgreSQL's logs
     # are written in order, so it also makes every earlier commit of the flow durable.
-    async with ctx.database.durable_transaction() as repo:
+    async with ctx.database.transaction_async(durable=True) as repo:
         repo.add_certificate(issued, now)
         repo.transition_order(order_id, "processing", "valid", certificate_id=issued.id)
         repo.audit(now, "certificate.issued", ca.name, audit_details)

@@ -95,7 +95,7 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
     jws.check_account_alg(parsed.alg)
     # One transaction finds the account and uses the nonce; its commit skips the
     # fsync because it changes nothing but the used-nonce table.
-    with ctx.database.transaction(durable=False) as repo:
+    async with ctx.database.transaction_async(durable=False) as repo:
         if parsed.jwk is not None:
             if not jwk_allowed:
                 raise malformed("this request must identify its account with 'kid', not 'jwk'")

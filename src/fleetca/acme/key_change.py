@@ -57,7 +57,7 @@ async def key_change(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Ur
     # Check 9: the new key must not belong to any account, this one included.
     new_thumbprint = jws.thumbprint(new_key)
     now = ctx.now()
-    with ctx.database.transaction() as repo:
+    async with ctx.database.transaction_async(durable=True) as repo:
         holder = repo.find_account_by_key(ca.name, new_thumbprint)
         if holder is not None:
             raise AcmeProblem("malformed", "the new key is already in use by an account", status=409,

@@ -144,7 +144,7 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
 
     lifetimes = ctx.settings.lifetimes
     order_expires = now + lifetimes.order
-    with ctx.database.transaction(durable=False) as repo:
+    async with ctx.database.transaction_async(durable=False) as repo:
         # A valid authorization of the same account that outlives the order is reused.
         eab_key = account_eab_key(repo, auth.account)
         replaces = payload.get("replaces")
@@ -175,7 +175,7 @@ async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -
             raise not_found("no such order for this account")
         states = {a: (status, expires) for a, status, expires in repo.authorization_states(current.authorization_ids)}
     if order_needs_refresh(current, states, now):
-        with ctx.database.transaction(durable=False) as repo:
+        async with ctx.database.transaction_async(durable=False) as repo:
             fresh = repo.get_order(current.id)
             assert fresh is not None
             current = refresh_order(repo, fresh, now)
@@ -197,7 +197,7 @@ async def new_authz(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     ca.policy.check_identifiers(ca.name, identifiers)
     now = ctx.now()
     lifetimes = ctx.settings.lifetimes
-    with ctx.database.transaction(durable=False) as repo:
+    async with ctx.database.transaction_async(durable=False) as repo:
         eab_key = account_eab_key(repo, auth.account)
         authz_id = authorization_for(repo, auth.account, identifiers[0], eab_key, now, lifetimes, now)
         authz = repo.get_authorization(authz_id)

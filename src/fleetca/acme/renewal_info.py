@@ -125,7 +125,7 @@ async def renewal_info(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
 
         # The certID must name a certificate of this issuing CA, by its key identifier and serial.
         ca_key_identifier = ca.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-        with ctx.database.transaction() as repo:
+        async with ctx.database.transaction_async(durable=True) as repo:
             issued = repo.get_certificate_by_serial(format(serial_number, "x"))
         if issued is None or issued.ca_name != ca.name or key_identifier != ca_key_identifier:
             raise not_found("no certificate of this CA has that certID")

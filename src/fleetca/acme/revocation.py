@@ -53,7 +53,7 @@ async def revoke_cert(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
 
     serial = format(cert.serial_number, "x")
     now = ctx.now()
-    with ctx.database.transaction() as repo:
+    async with ctx.database.transaction_async(durable=True) as repo:
         issued = repo.get_certificate_by_serial(serial)
         if issued is None or issued.der != der or issued.ca_name != ca.name:
             raise AcmeProblem("malformed", "this certificate was not issued by this CA", status=404)

@@ -16,6 +16,7 @@ from fleetca.storage.sql import (
     SQLITE,
     ConnectionPool,
     Session,
+    begin_sqlite_write,
     connector_for,
     dialect_for,
     open_transaction,
@@ -77,6 +78,8 @@ class Database:
         self.dialect = dialect_for(url)
         self._durable_pool = ConnectionPool(connector_for(url, durable=True))
         self._fast_pool = ConnectionPool(connector_for(url, durable=False))
+        # Writers from coroutines: on SQLite without a busy timeout, see transaction_async.
+        self._async_pool = ConnectionPool(connector_for(url, durable=False, busy_timeout=0))
         self._sqlite_path = url.split(":///", 1)[1] if self.dialect is SQLITE else ""
 
     @contextmanager
@@ -95,28 +98,42 @@ class Database:
             yield Repository(session)
 
     @asynccontextmanager
-    async def durable_transaction(self) -> AsyncIterator[Repository]:
-        """Open a read-write transaction whose commit is durable, waiting for the disk in a thread.
+    async def transaction_async(self, *, durable: bool) -> AsyncIterator[Repository]:
+        """Open a read-write transaction from a coroutine, without blocking the event loop on a lock or the disk.
 
-        The statements run on the event loop's thread as in :meth:`transaction`,
-        but the event loop serves other requests while the disk catches up. On
-        SQLite the commit itself skips the fsync and releases the write lock at
-        once, and the write-ahead log is synced afterwards. On PostgreSQL the
-        COMMIT runs in a thread.
+        The statements run on the event loop's thread as in :meth:`transaction`.
+        On SQLite, a writer that finds the write lock taken by another process
+        retries BEGIN IMMEDIATE after yielding to the event loop, where the
+        synchronous busy timeout would sleep the whole process. Its commit skips
+        the fsync and releases the lock at once; when ``durable``, the
+        write-ahead log is then synced in a thread. On PostgreSQL a durable
+        COMMIT runs in a thread. ``durable`` has the meaning it has in
+        :meth:`transaction`.
         """
         if self.dialect is SQLITE:
-            with self.transaction(durable=False) as repo:
-                yield repo
-            await asyncio.to_thread(sync_sqlite_wal, self._sqlite_path)
+            connection = await begin_sqlite_write(self._async_pool)
+            try:
+                yield Repository(Session(connection, self.dialect))
+                connection.commit()
+            except BaseException:
+                release_after_failure(self._async_pool, connection)
+                raise
+            self._async_pool.release(connection)
+            if durable:
+                await asyncio.to_thread(sync_sqlite_wal, self._sqlite_path)
             return
-        connection = self._durable_pool.acquire()
+        pool = self._durable_pool if durable else self._fast_pool
+        connection = pool.acquire()
         try:
             yield Repository(Session(connection, self.dialect))
-            await asyncio.to_thread(connection.commit)
+            if durable:
+                await asyncio.to_thread(connection.commit)
+            else:
+                connection.commit()
         except BaseException:
-            release_after_failure(self._durable_pool, connection)
+            release_after_failure(pool, connection)
             raise
-        self._durable_pool.release(connection)
+        pool.release(connection)
 
     @contextmanager
     def read(self) -> Iterator[Repository]:
@@ -128,3 +145,4 @@ class Database:
         self.engine.dispose()
         self._durable_pool.dispose()
         self._fast_pool.dispose()
+        self._async_pool.dispose()

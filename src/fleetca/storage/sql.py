@@ -17,6 +17,7 @@ through either path read back the same through both:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -222,15 +223,20 @@ def dialect_for(url: str) -> Dialect:
     return SQLITE if url.startswith("sqlite") else POSTGRES
 
 
-def connector_for(url: str, *, durable: bool) -> Callable[[], Any]:
-    """A function that opens one driver connection for ``url``; ``durable=False`` skips waiting for the disk at commit."""
+def connector_for(url: str, *, durable: bool, busy_timeout: float = 30) -> Callable[[], Any]:
+    """A function that opens one driver connection for ``url``.
+
+    ``durable=False`` skips waiting for the disk at commit. ``busy_timeout``
+    is how many seconds a SQLite statement waits for a lock held by another
+    connection before it fails with SQLITE_BUSY.
+    """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1]
 
         def connect_sqlite() -> sqlite3.Connection:
             # isolation_level=None turns off the module's own BEGIN, so the
             # transaction helpers below send the only BEGIN.
-            connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+            connection = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable across power loss. NORMAL skips the
             # fsync of a commit, so the commit survives a process crash but not a
@@ -339,6 +345,33 @@ def open_transaction(pool: ConnectionPool, dialect: Dialect, *, write: bool) -> 
         release_after_failure(pool, connection)
         raise
     pool.release(connection)
+
+
+SQLITE_BUSY_RETRY_SECONDS = 30
+
+
+async def begin_sqlite_write(pool: ConnectionPool) -> sqlite3.Connection:
+    """Take SQLite's write lock with BEGIN IMMEDIATE on a connection from ``pool``, yielding while it is busy.
+
+    The pool's connections must have no busy timeout, so a taken lock fails at
+    once. The first retry follows a bare yield, the next ones wait 1 ms and
+    then twice as long each time up to 10 ms. After 30 seconds the
+    SQLITE_BUSY error is raised, as the busy timeout of the other pools would.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SQLITE_BUSY_RETRY_SECONDS
+    delay = 0.0
+    while True:
+        connection = pool.acquire()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            return connection
+        except sqlite3.OperationalError as exc:
+            pool.release(connection)
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or loop.time() > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(max(delay * 2, 0.001), 0.01)
 
 
 def sync_sqlite_wal(database_path: str) -> None:
