@@ -93,28 +93,30 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
     # Find the key: an embedded jwk only where the RFC allows it, otherwise the account's.
     account: Account | None = None
     jws.check_account_alg(parsed.alg)
-    # One transaction finds the account and uses the nonce; its commit skips the
-    # fsync because it changes nothing but the used-nonce table.
-    async with ctx.database.transaction_async(durable=False) as repo:
-        if parsed.jwk is not None:
-            if not jwk_allowed:
-                raise malformed("this request must identify its account with 'kid', not 'jwk'")
-            key = jws.import_account_key(parsed.jwk, parsed.alg)
-        else:
-            if not kid_allowed:
-                raise malformed("this request must carry the account's public key in 'jwk', not 'kid'")
-            account_id = urls.account_id_from_kid(parsed.kid or "")
-            account = repo.get_account(account_id) if account_id else None
-            if account is None or account.ca_name != ca.name:
-                raise AcmeProblem("accountDoesNotExist", f"no account at {parsed.kid!r}")
-            key = jws.import_account_key(account.jwk, parsed.alg)
+    if parsed.jwk is not None:
+        if not jwk_allowed:
+            raise malformed("this request must identify its account with 'kid', not 'jwk'")
+        key = jws.import_account_key(parsed.jwk, parsed.alg)
+    else:
+        if not kid_allowed:
+            raise malformed("this request must carry the account's public key in 'jwk', not 'kid'")
+        account_id = urls.account_id_from_kid(parsed.kid or "")
+        if account_id:
+            with ctx.database.read() as repo:
+                account = repo.get_account(account_id)
+        if account is None or account.ca_name != ca.name:
+            raise AcmeProblem("accountDoesNotExist", f"no account at {parsed.kid!r}")
+        key = jws.import_account_key(account.jwk, parsed.alg)
 
-        # The signature comes before any state-dependent check, so unauthenticated
-        # requests learn nothing and burn no nonces.
-        jws.verify_signature(parsed, key, jws.ACCOUNT_KEY_ALGORITHM_NAMES)
-        if parsed.url != request_url(ctx, request):
-            raise unauthorized(f"JWS 'url' {parsed.url!r} does not match the request URL "
-                               f"{request_url(ctx, request)!r}")
+    # The signature comes before any state-dependent check, so unauthenticated
+    # requests learn nothing and burn no nonces.
+    jws.verify_signature(parsed, key, jws.ACCOUNT_KEY_ALGORITHM_NAMES)
+    if parsed.url != request_url(ctx, request):
+        raise unauthorized(f"JWS 'url' {parsed.url!r} does not match the request URL "
+                           f"{request_url(ctx, request)!r}")
+    # Recording the nonce is one INSERT whose commit skips the fsync, because it
+    # changes nothing but the used-nonce table.
+    async with ctx.database.transaction_async(durable=False, single_statement=True) as repo:
         ctx.nonces.consume(parsed.nonce or "", ctx.now(), repo)
 
     if account is not None:

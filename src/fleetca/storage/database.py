@@ -81,6 +81,9 @@ class Database:
         # Writers from coroutines: on SQLite without a busy timeout, see transaction_async.
         self._async_pool = ConnectionPool(connector_for(url, durable=False, busy_timeout=0))
         self._sqlite_path = url.split(":///", 1)[1] if self.dialect is SQLITE else ""
+        if self.dialect is not SQLITE:
+            self._read_pool = ConnectionPool(connector_for(url, durable=True, autocommit=True))
+            self._single_statement_pool = ConnectionPool(connector_for(url, durable=False, autocommit=True))
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Repository]:
@@ -98,7 +101,7 @@ class Database:
             yield Repository(session)
 
     @asynccontextmanager
-    async def transaction_async(self, *, durable: bool) -> AsyncIterator[Repository]:
+    async def transaction_async(self, *, durable: bool, single_statement: bool = False) -> AsyncIterator[Repository]:
         """Open a read-write transaction from a coroutine, without blocking the event loop on a lock or the disk.
 
         The statements run on the event loop's thread as in :meth:`transaction`.
@@ -109,6 +112,11 @@ class Database:
         write-ahead log is then synced in a thread. On PostgreSQL a durable
         COMMIT runs in a thread. ``durable`` has the meaning it has in
         :meth:`transaction`.
+
+        A caller whose body runs one statement, or several that need not be
+        atomic, can pass ``single_statement=True`` with ``durable=False``.
+        PostgreSQL then runs each statement as its own transaction, one round
+        trip instead of three.
         """
         if self.dialect is SQLITE:
             connection = await begin_sqlite_write(self._async_pool)
@@ -121,6 +129,11 @@ class Database:
             self._async_pool.release(connection)
             if durable:
                 await asyncio.to_thread(sync_sqlite_wal, self._sqlite_path)
+            return
+        if single_statement and not durable:
+            with contextmanager(open_transaction)(self._single_statement_pool, self.dialect,
+                                                  write=True) as session:
+                yield Repository(session)
             return
         pool = self._durable_pool if durable else self._fast_pool
         connection = pool.acquire()
@@ -137,8 +150,14 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Repository]:
-        """Open a read-only transaction that takes no write lock."""
-        with contextmanager(open_transaction)(self._durable_pool, self.dialect, write=False) as session:
+        """Open a read-only transaction that takes no write lock.
+
+        On PostgreSQL each statement reads its own snapshot, without BEGIN and
+        COMMIT round trips, so a body that needs one consistent view of several
+        rows must use :meth:`transaction` instead.
+        """
+        pool = self._durable_pool if self.dialect is SQLITE else self._read_pool
+        with contextmanager(open_transaction)(pool, self.dialect, write=False) as session:
             yield Repository(session)
 
     def dispose(self) -> None:
@@ -146,3 +165,6 @@ class Database:
         self._durable_pool.dispose()
         self._fast_pool.dispose()
         self._async_pool.dispose()
+        if self.dialect is not SQLITE:
+            self._read_pool.dispose()
+            self._single_statement_pool.dispose()

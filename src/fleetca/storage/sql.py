@@ -223,12 +223,16 @@ def dialect_for(url: str) -> Dialect:
     return SQLITE if url.startswith("sqlite") else POSTGRES
 
 
-def connector_for(url: str, *, durable: bool, busy_timeout: float = 30) -> Callable[[], Any]:
+def connector_for(url: str, *, durable: bool, busy_timeout: float = 30,
+                  autocommit: bool = False) -> Callable[[], Any]:
     """A function that opens one driver connection for ``url``.
 
     ``durable=False`` skips waiting for the disk at commit. ``busy_timeout``
     is how many seconds a SQLite statement waits for a lock held by another
-    connection before it fails with SQLITE_BUSY.
+    connection before it fails with SQLITE_BUSY. ``autocommit`` makes each
+    PostgreSQL statement its own transaction, which saves the BEGIN and COMMIT
+    round trips of a body of one statement; SQLite connections are always in
+    autocommit mode outside an explicit BEGIN.
     """
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1]
@@ -254,7 +258,7 @@ def connector_for(url: str, *, durable: bool, busy_timeout: float = 30) -> Calla
         # With synchronous_commit off, a commit returns before the WAL reaches
         # disk, and a crash loses at most the last few hundred milliseconds of
         # such commits.
-        return psycopg.connect(conninfo, autocommit=False, options=options)
+        return psycopg.connect(conninfo, autocommit=autocommit, options=options)
 
     return connect_postgres
 
