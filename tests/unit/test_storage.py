@@ -128,13 +128,24 @@ def test_integrity_error_rolls_back_whole_transaction(database: Database) -> Non
     with pytest.raises(Exception) as caught:
         with database.transaction() as repo:
             repo.add_order(make_order("order3"))
-            repo.add_account(make_account())  # same id again
+            repo.add_account(make_account(thumbprint="thumb9"))  # same id, another key
     assert "unique" in str(caught.value).lower() or "duplicate" in str(caught.value).lower()
 
     with database.read() as repo:
         assert repo.get_order("order3") is None
     with database.transaction() as repo:  # the pool's connection is usable again
         repo.add_order(make_order("order4"))
+
+
+def test_account_for_known_key_not_added(database: Database) -> None:
+    with database.transaction() as repo:
+        first = repo.add_account(make_account("acct1", "thumb1"))
+        second = repo.add_account(make_account("acct2", "thumb1"))
+
+    assert first is True
+    assert second is False
+    with database.read() as repo:
+        assert repo.get_account("acct2") is None
 
 
 def test_conditional_transition_wins_once(database: Database) -> None:

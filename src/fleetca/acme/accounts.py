@@ -88,12 +88,12 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
     account = Account(id=new_id(), ca_name=ca.name, key_thumbprint=thumbprint, jwk=auth.key.export_public(as_dict=True),
                       status="valid", contact=contacts, terms_agreed=terms, eab_key_id=eab_key_id, created_at=now)
     async with ctx.database.transaction_async(durable=False) as repo:
-        # Two requests with the same new key race here; the unique key decides.
-        if repo.find_account_by_key(ca.name, thumbprint) is not None:
-            raise AcmeProblem("malformed", "an account for this key was created concurrently; retry", status=409)
         if eab_key_id is not None and not repo.bind_eab_key(eab_key_id):
             raise unauthorized(f"EAB key {eab_key_id} reached its account limit or was revoked")
-        repo.add_account(account)
+        # Two requests with the same new key race here; the unique key decides,
+        # and the loser's transaction, EAB binding included, rolls back.
+        if not repo.add_account(account):
+            raise AcmeProblem("malformed", "an account for this key was created concurrently; retry", status=409)
         repo.audit(now, "account.created", ca.name, {"account": account.id, "key": thumbprint, "eab_key": eab_key_id})
     emit_audit("account.created", ca.name, {"account": account.id, "eab_key": eab_key_id})
     request.state.account_id = account.id

@@ -22,6 +22,7 @@ from fleetca.acme.problems import PROBLEM_STATUS, not_found
 from fleetca.acme.urls import Urls
 from fleetca.acme.views import challenge_json
 from fleetca.ca.registry import IssuingCa
+from fleetca.domain import Account, Authorization, Challenge
 from fleetca.validation.errors import ValidationFailed
 
 from jwcrypto import jwk
@@ -47,13 +48,14 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         if not auth.is_post_as_get and current.status == "pending" and authz.status == "pending" \
                 and authz.expires > now:
             started = repo.transition_challenge(challenge_id, "pending", "processing", started_at=now)
-        current = repo.get_challenge(challenge_id)
-    assert current is not None
+    assert current is not None and authz is not None
     if started:
+        current.status, current.started_at = "processing", now
         # A validation on a reachable device takes milliseconds. Waiting briefly
         # lets this response already carry the outcome, which saves the client
         # its polls; a slow validation goes on in the background.
-        await asyncio.wait({start_validation(ctx, challenge_id)}, timeout=INLINE_VALIDATION_WAIT_SECONDS)
+        task = start_validation(ctx, challenge_id, loaded=(current, authz, auth.account))
+        await asyncio.wait({task}, timeout=INLINE_VALIDATION_WAIT_SECONDS)
         with ctx.database.read() as repo:
             current = repo.get_challenge(challenge_id)
         assert current is not None
@@ -63,19 +65,28 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     return json_response(challenge_json(current, urls), 200, headers)
 
 
-def start_validation(ctx: AcmeContext, challenge_id: str) -> asyncio.Task[None]:
-    task = asyncio.get_running_loop().create_task(validate_challenge(ctx, challenge_id))
+def start_validation(ctx: AcmeContext, challenge_id: str,
+                     loaded: tuple[Challenge, Authorization, Account] | None = None) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(validate_challenge(ctx, challenge_id, loaded))
     ctx.background_tasks.add(task)
     task.add_done_callback(ctx.background_tasks.discard)
     return task
 
 
-async def validate_challenge(ctx: AcmeContext, challenge_id: str) -> None:
-    """Validate one processing challenge and record the outcome on it, its authorization and orders."""
-    with ctx.database.read() as repo:
-        current = repo.get_challenge(challenge_id)
-        authz = repo.get_authorization(current.authorization_id) if current else None
-        account = repo.get_account(authz.account_id) if authz else None
+async def validate_challenge(ctx: AcmeContext, challenge_id: str,
+                             loaded: tuple[Challenge, Authorization, Account] | None = None) -> None:
+    """Validate one processing challenge and record the outcome on it, its authorization and orders.
+
+    ``loaded`` is the challenge, already moved to processing, with its
+    authorization and account, when the caller has just read them.
+    """
+    if loaded is not None:
+        current, authz, account = loaded
+    else:
+        with ctx.database.read() as repo:
+            current = repo.get_challenge(challenge_id)
+            authz = repo.get_authorization(current.authorization_id) if current else None
+            account = repo.get_account(authz.account_id) if authz else None
     if current is None or authz is None or account is None or current.status != "processing":
         return
     key_authorization = f"{current.token}.{thumbprint(jwk.JWK(**account.jwk))}"

@@ -22,8 +22,9 @@ from fleetca.acme.accounts import new_id
 from fleetca.acme.context import AcmeContext, emit_audit
 from fleetca.acme.http import authenticate, json_response
 from fleetca.acme.jws import b64url_decode
-from fleetca.acme.lifecycle import problem_json, refresh_order
-from fleetca.acme.problems import AcmeProblem, malformed, not_found
+from fleetca.acme.lifecycle import problem_json
+from fleetca.acme.orders import load_order
+from fleetca.acme.problems import AcmeProblem, malformed
 from fleetca.acme.urls import Urls
 from fleetca.acme.views import order_json
 from fleetca.ca.ca_profiles import DOMAIN_VALIDATED_POLICY, br_lifetime_cap
@@ -92,11 +93,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
     now = ctx.now()
 
     # The order must exist, belong to the account and be ready (§7.4).
-    async with ctx.database.transaction_async(durable=False) as repo:
-        current = repo.get_order(order_id)
-        if current is None or current.account_id != auth.account.id:
-            raise not_found("no such order for this account")
-        current = refresh_order(repo, current, now)
+    current = await load_order(ctx, order_id, auth.account.id, now)
     if current.status != "ready":
         raise AcmeProblem("orderNotReady", f"order is {current.status}, not ready; it cannot be finalized now")
 
@@ -153,7 +150,6 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
         repo.add_certificate(issued, now)
         repo.transition_order(order_id, "processing", "valid", certificate_id=issued.id)
         repo.audit(now, "certificate.issued", ca.name, audit_details)
-        done = repo.get_order(order_id)
     emit_audit("certificate.issued", ca.name, audit_details)
-    assert done is not None
-    return json_response(order_json(done, urls), 200, {"Location": urls.order(order_id)})
+    current.status, current.certificate_id = "valid", issued.id
+    return json_response(order_json(current, urls), 200, {"Location": urls.order(order_id)})

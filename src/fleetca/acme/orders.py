@@ -163,15 +163,15 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     return json_response(order_json(order, urls), 201, {"Location": urls.order(order.id)})
 
 
-async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True)
-    assert auth.account is not None
-    now = ctx.now()
-    # Polls are the common case: read without a write lock, and take one only
-    # when the order's state has to change.
+async def load_order(ctx: AcmeContext, order_id: str, account_id: str, now: datetime) -> Order:
+    """Read the account's order with expiry and authorization outcomes applied, or raise not found.
+
+    Polls are the common case: they read without a write lock, and take one
+    only when the order's state has to change.
+    """
     with ctx.database.read() as repo:
-        current = repo.get_order(request.path_params["id"])
-        if current is None or current.account_id != auth.account.id:
+        current = repo.get_order(order_id)
+        if current is None or current.account_id != account_id:
             raise not_found("no such order for this account")
         states = {a: (status, expires) for a, status, expires in repo.authorization_states(current.authorization_ids)}
     if order_needs_refresh(current, states, now):
@@ -179,6 +179,13 @@ async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -
             fresh = repo.get_order(current.id)
             assert fresh is not None
             current = refresh_order(repo, fresh, now)
+    return current
+
+
+async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
+    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True)
+    assert auth.account is not None
+    current = await load_order(ctx, request.path_params["id"], auth.account.id, ctx.now())
     headers = {"Location": urls.order(current.id)}
     if current.status == "processing":
         headers["Retry-After"] = str(PROCESSING_RETRY_AFTER_SECONDS)

@@ -51,7 +51,7 @@ _ACCOUNT_COLUMNS = [A.id, A.ca_name, A.key_thumbprint, A.jwk, A.status, A.contac
                     A.created_at]
 _ACCOUNT_BY_ID = select_by(accounts, A.id, columns=_ACCOUNT_COLUMNS)
 _ACCOUNT_BY_KEY = select_by(accounts, A.ca_name, A.key_thumbprint, columns=_ACCOUNT_COLUMNS)
-_INSERT_ACCOUNT = insert_into(accounts, _ACCOUNT_COLUMNS)
+_INSERT_ACCOUNT = insert_into(accounts, _ACCOUNT_COLUMNS, suffix=" ON CONFLICT (ca_name, key_thumbprint) DO NOTHING")
 _ACCOUNT_IDS_FOR_EAB_KEY = select_by(accounts, A.eab_key_id, columns=[A.id])
 
 _ORDER_COLUMNS = [O.id, O.account_id, O.status, O.expires, O.identifiers, O.not_before, O.not_after, O.profile,
@@ -231,11 +231,12 @@ class Repository:
 
     # Accounts
 
-    def add_account(self, account: Account) -> None:
-        self.session.execute(_INSERT_ACCOUNT, [
+    def add_account(self, account: Account) -> bool:
+        """Insert the account; False when the CA already has an account with its key, and nothing was written."""
+        return self.session.rowcount(_INSERT_ACCOUNT, [
             account.id, account.ca_name, account.key_thumbprint, account.jwk, account.status, account.contact,
             account.terms_agreed, account.eab_key_id, account.created_at,
-        ])
+        ]) == 1
 
     def get_account(self, account_id: str) -> Account | None:
         row = self.session.first(_ACCOUNT_BY_ID, [account_id])
