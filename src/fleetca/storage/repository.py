@@ -157,6 +157,13 @@ _RELEASE_LEASE = Statement("DELETE FROM job_leases WHERE name = ? AND holder = ?
                            [job_leases.c.name, job_leases.c.holder])
 _LEASE = select_by(job_leases, job_leases.c.name, columns=[job_leases.c.holder, job_leases.c.expires_at])
 
+# WHERE columns of the status transitions; an order may move from up to two states.
+_ORDER_ID_AND_STATUSES = [O.id, O.status, O.status]
+_AUTHORIZATION_ID_AND_STATUS = [Z.id, Z.status]
+_CHALLENGE_ID_AND_STATUS = [C.id, C.status]
+# The status query of an order's authorizations, by their number.
+_authorization_states: dict[int, Statement] = {}
+
 # UPDATE ... SET statements built from the changed column names, once per combination.
 _updates: dict[tuple[str, tuple[str, ...], str], Statement] = {}
 
@@ -288,7 +295,8 @@ class Repository:
         allowed = [from_status] if isinstance(from_status, str) else list(from_status)
         changes = {"status": to_status, **values}
         statement = _update(orders, changes, "id = ? AND status IN " + _in_list(len(allowed)),
-                            [O.id, *[O.status] * len(allowed)])
+                            _ORDER_ID_AND_STATUSES[:1 + len(allowed)] if len(allowed) <= 2
+                            else [O.id, *[O.status] * len(allowed)])
         return self.session.rowcount(statement, [*changes.values(), order_id, *allowed]) == 1
 
     def cancel_pending_work(self, account_id: str, error: dict[str, Any]) -> int:
@@ -329,15 +337,19 @@ class Repository:
 
     def transition_authorization(self, authz_id: str, from_status: str, to_status: str, **values: Any) -> bool:
         changes = {"status": to_status, **values}
-        statement = _update(authorizations, changes, "id = ? AND status = ?", [Z.id, Z.status])
+        statement = _update(authorizations, changes, "id = ? AND status = ?", _AUTHORIZATION_ID_AND_STATUS)
         return self.session.rowcount(statement, [*changes.values(), authz_id, from_status]) == 1
 
     def authorization_states(self, authz_ids: list[str]) -> list[tuple[str, str, datetime]]:
         """(id, status, expires) of each authorization, without its challenges."""
         if not authz_ids:
             return []
-        statement = Statement(f"SELECT id, status, expires FROM authorizations WHERE id IN {_in_list(len(authz_ids))}",
-                              [Z.id] * len(authz_ids), [Z.id, Z.status, Z.expires])
+        statement = _authorization_states.get(len(authz_ids))
+        if statement is None:
+            statement = Statement(
+                f"SELECT id, status, expires FROM authorizations WHERE id IN {_in_list(len(authz_ids))}",
+                [Z.id] * len(authz_ids), [Z.id, Z.status, Z.expires])
+            _authorization_states[len(authz_ids)] = statement
         return [(r[0], r[1], r[2]) for r in self.session.rows(statement, authz_ids)]
 
     def challenge_errors(self, authz_id: str) -> list[dict[str, Any]]:
@@ -349,7 +361,7 @@ class Repository:
 
     def transition_challenge(self, challenge_id: str, from_status: str, to_status: str, **values: Any) -> bool:
         changes = {"status": to_status, **values}
-        statement = _update(challenges, changes, "id = ? AND status = ?", [C.id, C.status])
+        statement = _update(challenges, changes, "id = ? AND status = ?", _CHALLENGE_ID_AND_STATUS)
         return self.session.rowcount(statement, [*changes.values(), challenge_id, from_status]) == 1
 
     def processing_challenge_ids(self) -> list[str]:
