@@ -202,10 +202,10 @@ def test_key_change_conflict_returns_false(database: Database) -> None:
         repo.add_account(make_account("acct2", "thumb2"))
 
     with database.transaction() as repo:
-        taken = repo.update_account_key("acct2", "thumb1", {"kty": "EC"})
+        conflicting = repo.update_account_key("acct2", "thumb1", {"kty": "EC"})
         moved = repo.update_account_key("acct2", "thumb3", {"kty": "EC", "crv": "P-384"})
 
-    assert taken is False
+    assert conflicting is False
     assert moved is True
     with database.read() as repo:
         account = repo.get_account("acct2")

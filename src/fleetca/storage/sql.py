@@ -94,7 +94,7 @@ def _postgres_read_datetime(value: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class Dialect:
-    """How one driver spells placeholders and converts the column kinds."""
+    """The placeholder style of one driver and its converters for each column kind."""
 
     name: str
     placeholder: str
@@ -310,6 +310,9 @@ class ConnectionPool:
     def dispose(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
+            if self._pid != os.getpid():
+                self._inherited.extend(idle)  # the parent's to close
+                return
         for connection in idle:
             connection.close()
 
