@@ -28,6 +28,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "info") -> None:
+    # The JSON lines carry none of the caller's file and line, thread or process
+    # fields, so the logging module need not look them up for every record (the
+    # optimisations listed in the Python logging HOWTO). With them, the request
+    # log line cost about 40 µs of CPU per request.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
