@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -56,9 +57,13 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         # its polls; a slow validation goes on in the background.
         task = start_validation(ctx, challenge_id, loaded=(current, authz, auth.account))
         await asyncio.wait({task}, timeout=INLINE_VALIDATION_WAIT_SECONDS)
-        with ctx.database.read() as repo:
-            current = repo.get_challenge(challenge_id)
-        assert current is not None
+        recorded = task.result() if task.done() and not task.cancelled() and not task.exception() else None
+        if recorded is not None:
+            current = recorded
+        else:
+            with ctx.database.read() as repo:
+                current = repo.get_challenge(challenge_id)
+            assert current is not None
     headers = {"Link": f'<{urls.authorization(current.authorization_id)}>;rel="up"'}
     if current.status == "processing":
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -66,7 +71,7 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
 
 
 def start_validation(ctx: AcmeContext, challenge_id: str,
-                     loaded: tuple[Challenge, Authorization, Account] | None = None) -> asyncio.Task[None]:
+                     loaded: tuple[Challenge, Authorization, Account] | None = None) -> asyncio.Task[Challenge | None]:
     task = asyncio.get_running_loop().create_task(validate_challenge(ctx, challenge_id, loaded))
     ctx.background_tasks.add(task)
     task.add_done_callback(ctx.background_tasks.discard)
@@ -74,11 +79,13 @@ def start_validation(ctx: AcmeContext, challenge_id: str,
 
 
 async def validate_challenge(ctx: AcmeContext, challenge_id: str,
-                             loaded: tuple[Challenge, Authorization, Account] | None = None) -> None:
+                             loaded: tuple[Challenge, Authorization, Account] | None = None) -> Challenge | None:
     """Validate one processing challenge and record the outcome on it, its authorization and orders.
 
     ``loaded`` is the challenge, already moved to processing, with its
-    authorization and account, when the caller has just read them.
+    authorization and account, when the caller has just read them. Returns
+    the challenge as recorded, or None when there was nothing to validate or
+    another process recorded the outcome first.
     """
     if loaded is not None:
         current, authz, account = loaded
@@ -88,7 +95,7 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
             authz = repo.get_authorization(current.authorization_id) if current else None
             account = repo.get_account(authz.account_id) if authz else None
     if current is None or authz is None or account is None or current.status != "processing":
-        return
+        return None
     key_authorization = f"{current.token}.{thumbprint(jwk.JWK(**account.jwk))}"
     error = None
     try:
@@ -102,17 +109,24 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
     now = ctx.now()
     async with ctx.database.transaction_async(durable=False) as repo:
         if error is None:
-            if repo.transition_challenge(challenge_id, "processing", "valid", validated=now):
+            recorded = repo.transition_challenge(challenge_id, "processing", "valid", validated=now)
+            if recorded:
                 repo.transition_authorization(authz.id, "pending", "valid",
                                               expires=now + ctx.settings.lifetimes.valid_authorization)
-        elif repo.transition_challenge(challenge_id, "processing", "invalid", error=error):
-            repo.transition_authorization(authz.id, "pending", "invalid")
+        else:
+            recorded = repo.transition_challenge(challenge_id, "processing", "invalid", error=error)
+            if recorded:
+                repo.transition_authorization(authz.id, "pending", "invalid")
         refresh_orders_of_authorization(repo, authz.id, now)
     log.info("challenge validated", extra={"event": {
         "challenge": challenge_id, "type": current.type, "identifier": authz.identifier.value,
         "account": account.id, "result": "valid" if error is None else "invalid",
         "error": error["detail"] if error else None,
     }})
+    if not recorded:
+        return None
+    return replace(current, status="valid" if error is None else "invalid",
+                   validated=now if error is None else None, error=error)
 
 
 async def resume_processing_challenges(ctx: AcmeContext) -> int:

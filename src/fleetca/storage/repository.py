@@ -56,10 +56,13 @@ _ACCOUNT_IDS_FOR_EAB_KEY = select_by(accounts, A.eab_key_id, columns=[A.id])
 
 _ORDER_COLUMNS = [O.id, O.account_id, O.status, O.expires, O.identifiers, O.not_before, O.not_after, O.profile,
                   O.error, O.certificate_id, O.created_at, O.replaces]
-_ORDER_BY_ID = select_by(orders, O.id, columns=_ORDER_COLUMNS)
+# An order with its authorization ids, one row per authorization; the LEFT JOIN
+# keeps an order without authorizations.
+_ORDER_WITH_AUTHORIZATION_IDS = Statement(
+    f"SELECT {', '.join('o.' + c.name for c in _ORDER_COLUMNS)}, oa.authorization_id "
+    "FROM orders o LEFT JOIN order_authorizations oa ON oa.order_id = o.id WHERE o.id = ? ORDER BY oa.position",
+    [O.id], [*_ORDER_COLUMNS, order_authorizations.c.authorization_id])
 _INSERT_ORDER = insert_into(orders, _ORDER_COLUMNS)
-_ORDER_AUTHORIZATION_IDS = select_by(order_authorizations, order_authorizations.c.order_id,
-                                     columns=[order_authorizations.c.authorization_id], suffix=" ORDER BY position")
 _ORDER_IDS_FOR_AUTHORIZATION = select_by(order_authorizations, order_authorizations.c.authorization_id,
                                          columns=[order_authorizations.c.order_id])
 _INSERT_ORDER_AUTHORIZATION = insert_into(order_authorizations)
@@ -73,7 +76,9 @@ _AUTHORIZATION_COLUMNS = [Z.id, Z.account_id, Z.identifier_type, Z.identifier_va
                           Z.created_at]
 _CHALLENGE_COLUMNS = [C.id, C.authorization_id, C.type, C.token, C.status, C.validated, C.error, C.started_at]
 _INSERT_AUTHORIZATION = insert_into(authorizations, _AUTHORIZATION_COLUMNS)
-_INSERT_CHALLENGE = insert_into(challenges, [C.id, C.authorization_id, C.type, C.token, C.status])
+_CHALLENGE_INSERT_COLUMNS = [C.id, C.authorization_id, C.type, C.token, C.status]
+# Multi-row INSERTs of an authorization's challenges, by their number.
+_insert_challenges: dict[int, Statement] = {}
 # One query for an authorization and its challenges: a LEFT JOIN keeps an
 # authorization that has none.
 _AUTHORIZATION_WITH_CHALLENGES = Statement(
@@ -268,10 +273,11 @@ class Repository:
             self.session.execute(_INSERT_ORDER_AUTHORIZATION, [order.id, authz_id, position])
 
     def get_order(self, order_id: str) -> Order | None:
-        row = self.session.first(_ORDER_BY_ID, [order_id])
-        if row is None:
+        rows = self.session.rows(_ORDER_WITH_AUTHORIZATION_IDS, [order_id])
+        if not rows:
             return None
-        authz_ids = self.session.scalars(_ORDER_AUTHORIZATION_IDS, [order_id])
+        row = rows[0]
+        authz_ids = [r[-1] for r in rows if r[-1] is not None]
         return Order(
             id=row[0], account_id=row[1], status=row[2], expires=row[3],
             identifiers=[Identifier(i["type"], i["value"]) for i in row[4]], authorization_ids=authz_ids,
@@ -313,8 +319,18 @@ class Repository:
             authz.id, authz.account_id, authz.identifier.type, authz.identifier.value, authz.wildcard, authz.status,
             authz.expires, authz.created_at,
         ])
-        for c in authz.challenges:
-            self.session.execute(_INSERT_CHALLENGE, [c.id, authz.id, c.type, c.token, c.status])
+        if not authz.challenges:
+            return
+        count = len(authz.challenges)
+        statement = _insert_challenges.get(count)
+        if statement is None:
+            row = "(" + ", ".join("?" for _ in _CHALLENGE_INSERT_COLUMNS) + ")"
+            statement = Statement(
+                f"INSERT INTO challenges ({', '.join(c.name for c in _CHALLENGE_INSERT_COLUMNS)}) "
+                f"VALUES {', '.join([row] * count)}", _CHALLENGE_INSERT_COLUMNS * count)
+            _insert_challenges[count] = statement
+        self.session.execute(statement, [value for c in authz.challenges
+                                         for value in (c.id, authz.id, c.type, c.token, c.status)])
 
     def get_authorization(self, authz_id: str) -> Authorization | None:
         rows = self.session.rows(_AUTHORIZATION_WITH_CHALLENGES, [authz_id])
