@@ -174,17 +174,21 @@ def defaults_filled(table: Table, values: dict[str, Any]) -> dict[str, Any]:
 class Session:
     """One open transaction on a driver connection."""
 
-    __slots__ = ("connection", "dialect")
+    __slots__ = ("connection", "dialect", "cursor")
 
     def __init__(self, connection: Any, dialect: Dialect) -> None:
         self.connection = connection
         self.dialect = dialect
+        # One cursor per connection, reused for every statement: creating a
+        # psycopg cursor per statement cost about a quarter of a one-row SELECT.
+        self.cursor = connection.fleetca_cursor
 
     def execute(self, statement: Statement, params: Sequence[Any] = ()) -> Any:
-        """Run ``statement`` and return the driver's cursor."""
+        """Run ``statement`` and return the cursor, whose result is valid until the next statement."""
         text, writers, _ = statement.compiled(self.dialect)
         values = [value if write is None else write(value) for write, value in zip(writers, params, strict=True)]
-        return self.connection.execute(text, values)
+        self.cursor.execute(text, values)
+        return self.cursor
 
     def rows(self, statement: Statement, params: Sequence[Any] = ()) -> list[list[Any]]:
         """Run a query and return its rows with each value read back into its Python type."""
@@ -219,6 +223,12 @@ class Session:
         return False
 
 
+class _SqliteConnection(sqlite3.Connection):
+    """A sqlite3 connection that can carry the cursor its sessions reuse."""
+
+    fleetca_cursor: sqlite3.Cursor
+
+
 def dialect_for(url: str) -> Dialect:
     return SQLITE if url.startswith("sqlite") else POSTGRES
 
@@ -240,13 +250,15 @@ def connector_for(url: str, *, durable: bool, busy_timeout: float = 30,
         def connect_sqlite() -> sqlite3.Connection:
             # isolation_level=None turns off the module's own BEGIN, so the
             # transaction helpers below send the only BEGIN.
-            connection = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
+            connection = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None,
+                                         factory=_SqliteConnection)
             connection.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable across power loss. NORMAL skips the
             # fsync of a commit, so the commit survives a process crash but not a
             # power loss. Only the used-nonce table is written that way.
             connection.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
             connection.execute("PRAGMA foreign_keys=ON")
+            connection.fleetca_cursor = connection.cursor()
             return connection
 
         return connect_sqlite
@@ -258,7 +270,9 @@ def connector_for(url: str, *, durable: bool, busy_timeout: float = 30,
         # With synchronous_commit off, a commit returns before the WAL reaches
         # disk, and a crash loses at most the last few hundred milliseconds of
         # such commits.
-        return psycopg.connect(conninfo, autocommit=autocommit, options=options)
+        connection = psycopg.connect(conninfo, autocommit=autocommit, options=options)
+        connection.fleetca_cursor = connection.cursor()
+        return connection
 
     return connect_postgres
 
