@@ -17,7 +17,6 @@ from starlette.responses import Response
 
 from fleetca.acme.context import AcmeContext
 from fleetca.acme.http import authenticate, json_response
-from fleetca.acme.jws import thumbprint
 from fleetca.acme.lifecycle import problem_json, refresh_orders_of_authorization
 from fleetca.acme.problems import PROBLEM_STATUS, not_found
 from fleetca.acme.urls import Urls
@@ -26,7 +25,6 @@ from fleetca.ca.registry import IssuingCa
 from fleetca.domain import Account, Authorization, Challenge
 from fleetca.validation.errors import ValidationFailed
 
-from jwcrypto import jwk
 
 log = logging.getLogger("fleetca.validation")
 RETRY_AFTER_SECONDS = 1
@@ -96,7 +94,8 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
             account = repo.get_account(authz.account_id) if authz else None
     if current is None or authz is None or account is None or current.status != "processing":
         return None
-    key_authorization = f"{current.token}.{thumbprint(jwk.JWK(**account.jwk))}"
+    # The stored thumbprint is the account key's RFC 7638 thumbprint, kept with the key on key change.
+    key_authorization = f"{current.token}.{account.key_thumbprint}"
     error = None
     try:
         await ctx.validator.validate(current.type, authz.identifier, current.token, key_authorization)

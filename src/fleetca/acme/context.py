@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,8 +28,9 @@ class AcmeContext:
     clock: Clock
     background_tasks: set[Any] = field(default_factory=set)
 
-    @property
+    @functools.cached_property
     def base_url(self) -> str:
+        """The server's external base URL; settings do not change while a process serves."""
         return self.settings.server.base_url()
 
     def now(self) -> datetime:

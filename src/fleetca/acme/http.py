@@ -61,8 +61,10 @@ def problem_response(problem: AcmeProblem) -> Response:
 
 
 def request_url(ctx: AcmeContext, request: Request) -> str:
-    query = request.url.query
-    return ctx.base_url + request.url.path + (f"?{query}" if query else "")
+    # Built from the ASGI scope: Starlette's request.url assembles a full URL
+    # object, which the JWS 'url' check does not need.
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return ctx.base_url + request.scope["path"] + (f"?{query}" if query else "")
 
 
 async def read_jws(request: Request) -> jws.ParsedJws:
@@ -165,7 +167,7 @@ def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         add_common_headers(response, ctx, urls.directory if ca_name in ctx.cas else None)
         request_log.info("request", extra={"event": {
             "method": request.method,
-            "path": request.url.path,
+            "path": request.scope["path"],
             "status": response.status_code,
             "account": request.state.account_id,
             "problem": problem_type,
