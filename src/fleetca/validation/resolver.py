@@ -4,8 +4,9 @@ Address lookups (A and AAAA) to an explicitly configured resolver, the setup
 a CA runs in production, go to it directly: one new UDP socket per query,
 connected to the resolver, with dnspython building and parsing the messages.
 Through ``dns.asyncresolver`` the same query cost about 410 µs of CPU against
-320 µs this way (500 queries to pebble-challtestsrv on loopback, uvloop). Lookups through the system's resolvers, and every TXT lookup,
-use ``dns.asyncresolver``.
+320 µs this way (500 queries to pebble-challtestsrv on loopback, uvloop).
+Lookups through the system's resolvers, and every TXT lookup, use
+``dns.asyncresolver``.
 """
 
 from __future__ import annotations
