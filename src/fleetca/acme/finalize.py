@@ -14,14 +14,13 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from jwcrypto import jwk
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fleetca.acme.accounts import new_id
 from fleetca.acme.context import AcmeContext, emit_audit
 from fleetca.acme.http import authenticate, json_response
-from fleetca.acme.jws import b64url_decode
+from fleetca.acme.jws import b64url_decode, public_key_thumbprint
 from fleetca.acme.lifecycle import problem_json
 from fleetca.acme.orders import load_order
 from fleetca.acme.problems import AcmeProblem, malformed
@@ -112,9 +111,9 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
     if key_type not in profile.key_types:
         raise AcmeProblem("badCSR", f"profile {profile.name} does not certify {key_type} keys; "
                                     f"use one of {', '.join(profile.key_types)}")
-    csr_thumbprint = jwk.JWK.from_pyca(csr_key).thumbprint()
+    csr_thumbprint = public_key_thumbprint(csr_key)
     async with ctx.database.transaction_async(durable=False) as repo:
-        if repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
+        if csr_thumbprint is not None and repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
             raise AcmeProblem("badCSR", "the CSR's public key is an account key; use a separate key")
         if not repo.transition_order(order_id, "ready", "processing"):
             raise AcmeProblem("orderNotReady", "order is being finalized by another request")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwcrypto import jwk
 from jwcrypto.jwa import JWA
@@ -199,6 +200,41 @@ def _import_account_key(canonical: str, alg: str) -> jwk.JWK:
 def thumbprint(key: jwk.JWK) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url), the account key's identity."""
     return key.thumbprint()
+
+
+_CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
+def public_key_thumbprint(public_key: Any) -> str | None:
+    """RFC 7638 thumbprint of a cryptography public key, or None for a key type no account key can have.
+
+    It equals ``jwk.JWK.from_pyca(public_key).thumbprint()`` for EC, RSA and
+    Ed25519 keys, without building the JWK: the required members in
+    lexicographic order, serialized without whitespace (RFC 7638 §3.2).
+    """
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        curve = _CURVE_NAMES.get(public_key.curve.name)
+        if curve is None:
+            return None
+        numbers = public_key.public_numbers()
+        size = (public_key.curve.key_size + 7) // 8
+        members = (f'{{"crv":"{curve}","kty":"EC","x":"{b64url_encode(numbers.x.to_bytes(size, "big"))}",'
+                   f'"y":"{b64url_encode(numbers.y.to_bytes(size, "big"))}"}}')
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        numbers = public_key.public_numbers()
+        members = (f'{{"e":"{b64url_encode(_unsigned_bytes(numbers.e))}","kty":"RSA",'
+                   f'"n":"{b64url_encode(_unsigned_bytes(numbers.n))}"}}')
+    elif isinstance(public_key, ed25519.Ed25519PublicKey):
+        raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        members = f'{{"crv":"Ed25519","kty":"OKP","x":"{b64url_encode(raw)}"}}'
+    else:
+        return None
+    return b64url_encode(hashlib.sha256(members.encode()).digest())
+
+
+def _unsigned_bytes(value: int) -> bytes:
+    # The shortest big-endian form, as RFC 7518 §6.3.1 requires for "n" and "e".
+    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
 
 
 def verify_signature(parsed: ParsedJws, key: jwk.JWK, algorithms: tuple[str, ...] | list[str]) -> None:
