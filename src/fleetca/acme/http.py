@@ -132,13 +132,24 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
 
 
 def add_common_headers(response: Response, ctx: AcmeContext, directory_url: str | None) -> None:
-    """Add Replay-Nonce, Cache-Control and the Link to the directory to any ACME response."""
-    response.headers["Replay-Nonce"] = ctx.nonces.issue(ctx.now())
-    response.headers["Cache-Control"] = "no-store"
+    """Add Replay-Nonce, Cache-Control and the Link to the directory to any ACME response.
+
+    The header list is rebuilt once instead of going through Starlette's
+    MutableHeaders, which scans the whole list on every assignment. A Link
+    the handler set is kept, joined with the directory's in one field.
+    """
+    raw = [(name, value) for name, value in response.raw_headers if name not in _COMMON_HEADER_NAMES]
+    links = [value for name, value in response.raw_headers if name == b"link"]
+    raw.append((b"replay-nonce", ctx.nonces.issue(ctx.now()).encode("latin-1")))
+    raw.append((b"cache-control", b"no-store"))
     if directory_url is not None:
-        link = f'<{directory_url}>;rel="index"'
-        existing = response.headers.get("Link")
-        response.headers["Link"] = f"{existing}, {link}" if existing else link
+        links.append(f'<{directory_url}>;rel="index"'.encode("latin-1"))
+    if links:
+        raw.append((b"link", b", ".join(links)))
+    response.raw_headers = raw
+
+
+_COMMON_HEADER_NAMES = frozenset({b"replay-nonce", b"cache-control", b"link"})
 
 
 def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
