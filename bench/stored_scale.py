@@ -29,7 +29,7 @@ from fleetca.storage.tables import accounts, authorizations, certificates, chall
 from tests.acme.test_flow import answer_http01  # noqa: E402
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv, free_port  # noqa: E402
 from tests.support.acme_client import AcmeClient, make_csr, new_key  # noqa: E402
-from tests.support.responder import KeyAuthorizationResponder  # noqa: E402
+from tests.support.responder import HttpResponder  # noqa: E402
 from tests.support.server import FleetcaServer  # noqa: E402
 
 BATCH_ROWS = 20_000
@@ -51,7 +51,7 @@ def process_rss_mib(pid: int) -> float:
 class Flows:
     """Sequential device flows with pre-generated keys and CSRs."""
 
-    def __init__(self, server: FleetcaServer, responder: KeyAuthorizationResponder, prefix: str, count: int):
+    def __init__(self, server: FleetcaServer, responder: HttpResponder, prefix: str, count: int):
         self.client = AcmeClient(server.directory_url(), server.root_pem)
         self.responder = responder
         self.names = [f"{prefix}{i}.devices.example.test" for i in range(count)]
@@ -134,7 +134,7 @@ def main() -> int:
     with ChallTestSrv(work / "dns") as dns:
         ports = ChallengePorts(http01=free_port(), tlsalpn01=free_port())
         server = FleetcaServer(work / "data", dns.dns_address, ports)
-        with server, KeyAuthorizationResponder(ports.http01) as responder:
+        with server, HttpResponder(ports.http01) as responder:
             database_url = server.database_url or f"sqlite:///{server.data_dir / 'fleetca.db'}"
             warm = Flows(server, responder, "w", 20)
             for index in range(20):

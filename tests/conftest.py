@@ -9,7 +9,7 @@ import pytest
 
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv, free_port
 from tests.support.acme_client import AcmeClient
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 
@@ -43,8 +43,8 @@ def fleetca(tmp_path: Path, dns_server: ChallTestSrv, validation_ports: Challeng
 
 
 @pytest.fixture
-def responder(validation_ports: ChallengePorts) -> Iterator[KeyAuthorizationResponder]:
-    with KeyAuthorizationResponder(validation_ports.http01) as running:
+def responder(validation_ports: ChallengePorts) -> Iterator[HttpResponder]:
+    with HttpResponder(validation_ports.http01) as running:
         yield running
 
 

@@ -30,7 +30,7 @@ from jwcrypto.jwa import JWA
 from tests.acme.test_flow import answer_http01, issue
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.support.acme_client import JOSE, AcmeClient, Reply, b64url, make_csr, new_key
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import DEVICE_SUFFIX, FleetcaServer
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -189,7 +189,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, dns_server: ChallTestSrv,
             assert other.new_account().status == 201
 
             # One order valid with a certificate, one ready, one pending.
-            with KeyAuthorizationResponder(validation_ports.http01) as responder:
+            with HttpResponder(validation_ports.http01) as responder:
                 issued_order, chain = issue(owner, responder, [ISSUED_NAME])
                 reply = owner.new_order([READY_NAME])
                 assert reply.status == 201, reply.body
@@ -674,7 +674,7 @@ def test_bad_nonce_retry_with_replay_nonce(client: AcmeClient, fault: str) -> No
     assert retry.status == 201, retry.body
 
 
-def test_bad_csr_then_corrected_csr_issues(client: AcmeClient, responder: KeyAuthorizationResponder) -> None:
+def test_bad_csr_then_corrected_csr_issues(client: AcmeClient, responder: HttpResponder) -> None:
     names = [f"csr-retry.{DEVICE_SUFFIX}"]
     reply = client.new_order(names)
     assert reply.status == 201, reply.body

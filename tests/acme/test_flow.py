@@ -8,21 +8,21 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.support.acme_client import AcmeClient, make_csr
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 from tests.support.verify import verify_with_cryptography, verify_with_openssl
 
 
-def answer_http01(client: AcmeClient, responder: KeyAuthorizationResponder, order: dict) -> None:
+def answer_http01(client: AcmeClient, responder: HttpResponder, order: dict) -> None:
     for authz_url in order["authorizations"]:
         authz = client.post(authz_url).json()
         challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
-        responder.answers[challenge["token"]] = client.key_authorization(challenge["token"])
+        responder.serve_key_authorization(challenge["token"], client.key_authorization(challenge["token"]))
         reply = client.post(challenge["url"], {})
         assert reply.status == 200, reply.body
 
 
-def issue(client: AcmeClient, responder: KeyAuthorizationResponder, names: list[str]) -> tuple[dict, bytes]:
+def issue(client: AcmeClient, responder: HttpResponder, names: list[str]) -> tuple[dict, bytes]:
     reply = client.new_order(names)
     assert reply.status == 201, reply.body
     order_url = reply.headers["Location"]
@@ -39,7 +39,7 @@ def issue(client: AcmeClient, responder: KeyAuthorizationResponder, names: list[
     return order, cert.body
 
 
-def test_flow_issues_verifiable_chain(client: AcmeClient, responder: KeyAuthorizationResponder,
+def test_flow_issues_verifiable_chain(client: AcmeClient, responder: HttpResponder,
                                       shared_fleetca: FleetcaServer, tmp_path: Path) -> None:
     name = "flow1.devices.example.test"
     _, chain = issue(client, responder, [name])
@@ -59,7 +59,7 @@ def test_flow_issues_verifiable_chain(client: AcmeClient, responder: KeyAuthoriz
     assert leaf.serial_number.bit_length() >= 64
 
 
-def test_flow_ip_identifier(client: AcmeClient, responder: KeyAuthorizationResponder,
+def test_flow_ip_identifier(client: AcmeClient, responder: HttpResponder,
                             shared_fleetca: FleetcaServer, tmp_path: Path) -> None:
     _, chain = issue(client, responder, ["127.0.0.1"])
     path = verify_with_cryptography(chain, shared_fleetca.root_pem, "127.0.0.1")
@@ -69,7 +69,7 @@ def test_flow_ip_identifier(client: AcmeClient, responder: KeyAuthorizationRespo
 
 
 def test_flow_survives_restart_before_finalize(fleetca: FleetcaServer,
-                                               responder: KeyAuthorizationResponder) -> None:
+                                               responder: HttpResponder) -> None:
     client = AcmeClient(fleetca.directory_url(), fleetca.root_pem)
     assert client.new_account().status == 201
     name = "restart.devices.example.test"
@@ -89,7 +89,7 @@ def test_flow_survives_restart_before_finalize(fleetca: FleetcaServer,
 
 
 def test_flow_survives_restart_after_new_order(fleetca: FleetcaServer,
-                                               responder: KeyAuthorizationResponder) -> None:
+                                               responder: HttpResponder) -> None:
     client = AcmeClient(fleetca.directory_url(), fleetca.root_pem)
     assert client.new_account().status == 201
     name = "restart2.devices.example.test"

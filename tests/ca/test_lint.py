@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from fleetca.ca.lint import lint_certificate
 from tests.acme.test_flow import issue
 from tests.support.acme_client import AcmeClient
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 NOT_CRITICAL = "pkix.certificate_name_constraints_extension_not_critical"
@@ -31,7 +31,7 @@ def der(certificate: x509.Certificate) -> bytes:
 
 @pytest.mark.parametrize(("ca", "name", "serverauth_rules", "ca_findings"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
-def test_issuing_ca_and_leaf_lint_clean(multi_ca: FleetcaServer, responder: KeyAuthorizationResponder, ca: str,
+def test_issuing_ca_and_leaf_lint_clean(multi_ca: FleetcaServer, responder: HttpResponder, ca: str,
                                         name: str, serverauth_rules: bool, ca_findings: list[str]) -> None:
     client = AcmeClient(multi_ca.directory_url(ca), multi_ca.root_pem)
     assert client.new_account().status == 201
@@ -44,7 +44,7 @@ def test_issuing_ca_and_leaf_lint_clean(multi_ca: FleetcaServer, responder: KeyA
     assert [f.code for f in findings] == ca_findings, [str(f) for f in findings]
 
 
-def test_baseline_leaf_shape(multi_ca: FleetcaServer, responder: KeyAuthorizationResponder) -> None:
+def test_baseline_leaf_shape(multi_ca: FleetcaServer, responder: HttpResponder) -> None:
     client = AcmeClient(multi_ca.directory_url("baseline"), multi_ca.root_pem)
     assert client.new_account().status == 201
     _, chain = issue(client, responder, ["l2.devices.example.com"])
@@ -78,7 +78,7 @@ def linted(tmp_path_factory: pytest.TempPathFactory, dns_server, validation_port
 
 
 def test_lint_in_issuance_path_passes_clean_certificate(linted: FleetcaServer,
-                                                         responder: KeyAuthorizationResponder) -> None:
+                                                         responder: HttpResponder) -> None:
     client = AcmeClient(linted.directory_url("default"), linted.root_pem)
     assert client.new_account().status == 201
     order, chain = issue(client, responder, ["ok.devices.example.test"])
@@ -87,7 +87,7 @@ def test_lint_in_issuance_path_passes_clean_certificate(linted: FleetcaServer,
 
 
 def test_lint_in_issuance_path_refuses_failing_certificate(linted: FleetcaServer,
-                                                           responder: KeyAuthorizationResponder) -> None:
+                                                           responder: HttpResponder) -> None:
     from tests.acme.test_flow import answer_http01
     from tests.support.acme_client import make_csr
 

@@ -7,7 +7,7 @@ from cryptography import x509
 
 from tests.acme.test_flow import issue
 from tests.support.acme_client import AcmeClient
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 from tests.support.verify import verify_with_cryptography
 
@@ -43,7 +43,7 @@ def test_accounts_are_per_ca(multi_ca: FleetcaServer) -> None:
     assert reply.problem_type == "accountDoesNotExist"
 
 
-def test_certificate_chains_to_its_own_ca(multi_ca: FleetcaServer, responder: KeyAuthorizationResponder) -> None:
+def test_certificate_chains_to_its_own_ca(multi_ca: FleetcaServer, responder: HttpResponder) -> None:
     client = AcmeClient(multi_ca.directory_url("routers"), multi_ca.root_pem)
     assert client.new_account().status == 201
     _, chain = issue(client, responder, ["r2.routers.example.test"])

@@ -10,7 +10,7 @@ from jwcrypto import jwk
 
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.support.acme_client import AcmeClient, make_csr
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer, run_fleetca
 from tests.acme.test_flow import answer_http01
 
@@ -86,7 +86,7 @@ CSR_CASES = [
 
 
 @pytest.mark.parametrize(("profile", "make", "message"), [c[1:] for c in CSR_CASES], ids=[c[0] for c in CSR_CASES])
-def test_csr_policy(policy_fleetca: FleetcaServer, responder: KeyAuthorizationResponder, profile: str,
+def test_csr_policy(policy_fleetca: FleetcaServer, responder: HttpResponder, profile: str,
                     make, message: str | None, request: pytest.FixtureRequest) -> None:  # type: ignore[no-untyped-def]
     client = AcmeClient(policy_fleetca.directory_url(), policy_fleetca.root_pem)
     assert client.new_account().status == 201

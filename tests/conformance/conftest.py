@@ -9,17 +9,16 @@ import pytest
 
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.support.acme_client import AcmeClient
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 from .helpers import configure_eab_required, new_client
-from .responders import HttpResponder
 
 
 @pytest.fixture
-def http_responder(validation_ports: ChallengePorts) -> Iterator[HttpResponder]:
-    """An http-01 responder on the port fleetca validates, with no routes until a test adds them."""
-    with HttpResponder(validation_ports.http01) as responder:
-        yield responder
+def http_responder(responder: HttpResponder) -> HttpResponder:
+    """The http-01 responder of the root conftest, with no routes until a test adds them."""
+    return responder
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from jwcrypto.jwa import JWA
 
 from tests.interop.challtestsrv import ChallTestSrv
 from tests.support.acme_client import AcmeClient, Reply, b64url, make_csr
+from tests.support.responder import HttpResponder
 from tests.support.server import DEVICE_SUFFIX, FleetcaServer, run_fleetca
-
-from .responders import HttpResponder
 
 URN_PREFIX = "urn:ietf:params:acme:error:"
 PROBLEM_CONTENT_TYPE = "application/problem+json"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support.acme_client import AcmeClient, make_csr
+from tests.support.responder import CHALLENGE_PATH, HttpResponder, Route
 
 from .helpers import (
     assert_problem,
@@ -15,7 +16,6 @@ from .helpers import (
     device_name,
     ready_order,
 )
-from .responders import CHALLENGE_PATH, HttpResponder, Route
 
 
 def test_authorization_fields(client: AcmeClient) -> None:

@@ -17,6 +17,7 @@ from jwcrypto import jws
 
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.support.acme_client import AcmeClient, dns01_value
+from tests.support.responder import CHALLENGE_PATH, HttpResponder, Route
 
 from .helpers import (
     BASE64URL,
@@ -27,13 +28,8 @@ from .helpers import (
     dns_management,
     has_link,
 )
-from .responders import (
-    CHALLENGE_PATH,
-    ChallengeCertificate,
-    HttpResponder,
-    Route,
-    TlsAlpnResponder,
-)
+
+from .responders import ChallengeCertificate, TlsAlpnResponder
 
 ACME_TLS_ALPN = "acme-tls/1"
 

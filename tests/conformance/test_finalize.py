@@ -25,10 +25,10 @@ from cryptography.x509.oid import NameOID
 
 from tests.interop.challtestsrv import ChallengePorts
 from tests.support.acme_client import AcmeClient, b64url, make_csr
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 from .helpers import URN_PREFIX, assert_problem, device_name, has_link, new_client, ready_order
-from .responders import HttpResponder
 
 NAME_A = device_name("finalize-a")
 NAME_B = device_name("finalize-b")

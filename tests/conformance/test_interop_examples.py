@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.support.acme_client import AcmeClient, dns01_value, make_csr, new_key
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 from .helpers import (
@@ -33,7 +34,8 @@ from .helpers import (
     ready_order,
     revoke_payload,
 )
-from .responders import ChallengeCertificate, HttpResponder, TlsAlpnResponder
+
+from .responders import ChallengeCertificate, TlsAlpnResponder
 
 PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n")
 

@@ -10,10 +10,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwcrypto import jwk
 
 from tests.support.acme_client import AcmeClient, Reply, new_key
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 from .helpers import answer_http01, assert_problem, device_name, inner_jws, new_client
-from .responders import HttpResponder
 
 
 def change_key(client: AcmeClient, inner: dict[str, str], **sign_options: Any) -> Reply:

@@ -9,6 +9,7 @@ import pytest
 from cryptography import x509
 
 from tests.support.acme_client import AcmeClient, make_csr
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 from .helpers import (
@@ -23,7 +24,6 @@ from .helpers import (
     new_account_with_eab,
     ready_order,
 )
-from .responders import HttpResponder
 
 # The default profile's certificate lifetime, which bounds a requested validity.
 DEFAULT_LIFETIME = timedelta(days=7)

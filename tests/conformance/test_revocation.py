@@ -17,10 +17,10 @@ from jwcrypto import jwk
 
 from tests.interop.challtestsrv import ChallengePorts
 from tests.support.acme_client import AcmeClient, Reply, b64url, make_csr, new_key
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 from .helpers import assert_problem, device_name, has_link, new_client, ready_order, revoke_payload
-from .responders import HttpResponder
 
 NAME_ONE = device_name("revoke-one")
 NAME_TWO = device_name("revoke-two")

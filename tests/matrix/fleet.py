@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.acme.test_flow import answer_http01
 from tests.support.acme_client import AcmeClient, make_csr
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.interop.challtestsrv import free_port
 from tests.support.server import FleetcaServer, run_fleetca
 
@@ -145,7 +145,7 @@ def private_key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
                              serialization.NoEncryption())
 
 
-def issue_leaf(client: AcmeClient, responder: KeyAuthorizationResponder, ca_profile: str,
+def issue_leaf(client: AcmeClient, responder: HttpResponder, ca_profile: str,
                spec: CertificateProfileSpec) -> Leaf:
     """Run newOrder, http-01 and finalize for one name with ``spec``'s profile and key type."""
     name = device_name(ca_profile, spec.name)
@@ -167,7 +167,7 @@ def issue_leaf(client: AcmeClient, responder: KeyAuthorizationResponder, ca_prof
     return Leaf(ca_profile, spec.name, name, certificate.body, private_key_pem(key))
 
 
-def issue_leaves(fleet: Fleet, responder: KeyAuthorizationResponder) -> list[Leaf]:
+def issue_leaves(fleet: Fleet, responder: HttpResponder) -> list[Leaf]:
     """Issue one leaf per CA profile and certificate profile."""
     leaves = []
     for ca_profile in CA_PROFILES:

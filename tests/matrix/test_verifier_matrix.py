@@ -58,7 +58,7 @@ from tests.matrix.verifiers import (
     openssl_verify_ca,
     openssl_verify_leaf,
 )
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 
 pytestmark = pytest.mark.matrix
 
@@ -194,7 +194,7 @@ def measure_leaf(fleet: Fleet, leaf: Leaf, chromium: Chromium, workdir: Path) ->
 @pytest.fixture(scope="module")
 def leaves(fleet: Fleet) -> list[Leaf]:
     """A leaf per CA and certificate profile from fleetca over ACME, and the two forged leaves per CA."""
-    with KeyAuthorizationResponder(fleet.server.ports.http01) as responder:
+    with HttpResponder(fleet.server.ports.http01) as responder:
         issued = issue_leaves(fleet, responder)
     forged = [forge_leaf(fleet, ca_profile, inside) for ca_profile in CA_PROFILES for inside in (True, False)]
     return sorted(issued + forged, key=_row_order)

@@ -24,7 +24,7 @@ from fleetca.storage.database import Database
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.revocation.pkilint_run import crl_findings, ocsp_findings
 from tests.support.acme_client import AcmeClient, b64url, make_csr
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer, run_fleetca
 
 SERVER_ENV = {"FLEETCA_CRL__SHARDS": "4", "FLEETCA_CRL__CHECK_SECONDS": "1"}
@@ -53,14 +53,14 @@ def acme(server: FleetcaServer) -> Iterator[AcmeClient]:
     client.close()
 
 
-def issue(client: AcmeClient, responder: KeyAuthorizationResponder, name: str,
+def issue(client: AcmeClient, responder: HttpResponder, name: str,
           **order_fields: object) -> x509.Certificate:
     reply = client.new_order([name], profile="ocsp", **order_fields)
     assert reply.status == 201, reply.body
     order_url = reply.headers["Location"]
     for authz_url in reply.json()["authorizations"]:
         challenge = next(c for c in client.post(authz_url).json()["challenges"] if c["type"] == "http-01")
-        responder.answers[challenge["token"]] = client.key_authorization(challenge["token"])
+        responder.serve_key_authorization(challenge["token"], client.key_authorization(challenge["token"]))
         assert client.post(challenge["url"], {}).status == 200
     order = client.poll(order_url, ("ready", "invalid"))
     assert order["status"] == "ready", order
@@ -140,7 +140,7 @@ def audit_events(server: FleetcaServer, event: str) -> list[dict]:
 
 
 def test_acme_revocation_reaches_crl_and_ocsp(server: FleetcaServer, acme: AcmeClient,
-                                             responder: KeyAuthorizationResponder, tmp_path: Path) -> None:
+                                             responder: HttpResponder, tmp_path: Path) -> None:
     revoked = issue(acme, responder, "revoked-acme.devices.example.test")
     kept = issue(acme, responder, "kept-acme.devices.example.test")
 
@@ -169,7 +169,7 @@ def test_acme_revocation_reaches_crl_and_ocsp(server: FleetcaServer, acme: AcmeC
 
 
 def test_cli_revocation_reaches_crl_and_ocsp(server: FleetcaServer, acme: AcmeClient,
-                                            responder: KeyAuthorizationResponder, tmp_path: Path) -> None:
+                                            responder: HttpResponder, tmp_path: Path) -> None:
     revoked = issue(acme, responder, "revoked-cli.devices.example.test")
     serial = format(revoked.serial_number, "X")
 
@@ -191,7 +191,7 @@ def test_cli_revocation_reaches_crl_and_ocsp(server: FleetcaServer, acme: AcmeCl
 
 
 def test_cli_revoke_by_account(server: FleetcaServer, acme: AcmeClient,
-                               responder: KeyAuthorizationResponder, tmp_path: Path) -> None:
+                               responder: HttpResponder, tmp_path: Path) -> None:
     first = issue(acme, responder, "fleet1.devices.example.test")
     second = issue(acme, responder, "fleet2.devices.example.test")
     assert acme.account_url is not None
@@ -215,7 +215,7 @@ def test_cli_revoke_whole_ca_needs_confirmation(server: FleetcaServer) -> None:
 
 
 def test_ocsp_get_and_unknown_serial(server: FleetcaServer, acme: AcmeClient,
-                                     responder: KeyAuthorizationResponder) -> None:
+                                     responder: HttpResponder) -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509 import ocsp
 
@@ -253,7 +253,7 @@ def renewal_info(server: FleetcaServer, acme: AcmeClient, certificate: x509.Cert
 
 
 def test_renewal_info_moves_after_renew_now(server: FleetcaServer, acme: AcmeClient,
-                                            responder: KeyAuthorizationResponder) -> None:
+                                            responder: HttpResponder) -> None:
     from datetime import UTC, datetime, timedelta
 
     certificate = issue(acme, responder, "ari.devices.example.test")
@@ -292,7 +292,7 @@ def test_renewal_info_errors_carry_retry_after(server: FleetcaServer, acme: Acme
 
 
 def test_replaces_accepted_once(server: FleetcaServer, acme: AcmeClient,
-                                responder: KeyAuthorizationResponder) -> None:
+                                responder: HttpResponder) -> None:
     name = "replaced.devices.example.test"
     certificate = issue(acme, responder, name)
     aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier

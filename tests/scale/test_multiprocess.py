@@ -13,7 +13,7 @@ import pytest
 from tests.acme.test_flow import answer_http01
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.support.acme_client import AcmeClient, Reply, b64url, make_csr
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 
@@ -58,7 +58,7 @@ def test_nonce_from_one_process_accepted_once_by_other(two_processes: tuple[Flee
 
 
 def test_concurrent_finalize_issues_one_certificate(two_processes: tuple[FleetcaServer, FleetcaServer],
-                                                    responder: KeyAuthorizationResponder) -> None:
+                                                    responder: HttpResponder) -> None:
     first, second = two_processes
     client = AcmeClient(first.directory_url(), first.root_pem)
     assert client.new_account().status == 201
@@ -93,7 +93,7 @@ def test_concurrent_finalize_issues_one_certificate(two_processes: tuple[Fleetca
 
 
 def test_validation_started_on_one_process_visible_on_other(two_processes: tuple[FleetcaServer, FleetcaServer],
-                                                            responder: KeyAuthorizationResponder) -> None:
+                                                            responder: HttpResponder) -> None:
     first, second = two_processes
     client = AcmeClient(first.directory_url(), first.root_pem)
     assert client.new_account().status == 201
@@ -101,7 +101,7 @@ def test_validation_started_on_one_process_visible_on_other(two_processes: tuple
     order_url = reply.headers["Location"]
     authz_url = reply.json()["authorizations"][0]
     challenge = next(c for c in client.post(authz_url).json()["challenges"] if c["type"] == "http-01")
-    responder.answers[challenge["token"]] = client.key_authorization(challenge["token"])
+    responder.serve_key_authorization(challenge["token"], client.key_authorization(challenge["token"]))
     started = client.post_raw(on(second, challenge["url"]), client.sign(challenge["url"], {}))
     assert started.status == 200, started.body
     assert client.poll(order_url, ("ready", "invalid"))["status"] == "ready"

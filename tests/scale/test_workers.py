@@ -13,7 +13,7 @@ from cryptography import x509
 from tests.acme.test_flow import issue
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
 from tests.support.acme_client import AcmeClient
-from tests.support.responder import KeyAuthorizationResponder
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
 WORKERS = 2
@@ -45,7 +45,7 @@ def test_workers_are_started(workers: FleetcaServer) -> None:
 
 
 def test_concurrent_clients_all_get_certificates(workers: FleetcaServer,
-                                                 responder: KeyAuthorizationResponder) -> None:
+                                                 responder: HttpResponder) -> None:
     chains: dict[int, bytes] = {}
     errors: list[BaseException] = []
 
