@@ -56,12 +56,10 @@ class EabKey:
 def eab_key_from_row(row: dict[str, Any] | None) -> EabKey | None:
     if row is None:
         return None
-    from fleetca.storage.repository import utc
-
     return EabKey(
         key_id=row["key_id"], ca_name=row["ca_name"], hmac_key=row["hmac_key"], description=row["description"],
-        created_at=utc(row["created_at"]), expires_at=utc(row["expires_at"]), max_accounts=row["max_accounts"],
-        accounts_bound=row["accounts_bound"], revoked_at=utc(row["revoked_at"]),
+        created_at=row["created_at"], expires_at=row["expires_at"], max_accounts=row["max_accounts"],
+        accounts_bound=row["accounts_bound"], revoked_at=row["revoked_at"],
         preauthorized=list(row["preauthorized"]),
     )
 

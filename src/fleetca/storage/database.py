@@ -21,6 +21,7 @@ from fleetca.storage.sql import (
     dialect_for,
     open_transaction,
     release_after_failure,
+    sqlite_path,
     sync_sqlite_wal,
 )
 
@@ -80,7 +81,7 @@ class Database:
         self._fast_pool = ConnectionPool(connector_for(url, durable=False))
         # Writers from coroutines: on SQLite without a busy timeout, see transaction_async.
         self._async_pool = ConnectionPool(connector_for(url, durable=False, busy_timeout=0))
-        self._sqlite_path = url.split(":///", 1)[1] if self.dialect is SQLITE else ""
+        self._sqlite_path = sqlite_path(url) if self.dialect is SQLITE else ""
         if self.dialect is not SQLITE:
             self._read_pool = ConnectionPool(connector_for(url, durable=True, autocommit=True))
             self._single_statement_pool = ConnectionPool(connector_for(url, durable=False, autocommit=True))

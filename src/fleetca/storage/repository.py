@@ -8,7 +8,7 @@ winner, so they hold on SQLite and on PostgreSQL alike without explicit locks.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Column, Table
@@ -36,13 +36,6 @@ from fleetca.storage.tables import (
     service_secrets,
     used_nonces,
 )
-
-def utc(value: datetime | None) -> datetime | None:
-    """Attach UTC to a naive datetime; values read through a :class:`Session` are already aware."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 A, O, Z, C, X = accounts.c, orders.c, authorizations.c, challenges.c, certificates.c
 
@@ -162,8 +155,9 @@ _RELEASE_LEASE = Statement("DELETE FROM job_leases WHERE name = ? AND holder = ?
                            [job_leases.c.name, job_leases.c.holder])
 _LEASE = select_by(job_leases, job_leases.c.name, columns=[job_leases.c.holder, job_leases.c.expires_at])
 
-# WHERE columns of the status transitions; an order may move from up to two states.
-_ORDER_ID_AND_STATUSES = [O.id, O.status, O.status]
+# WHERE columns of the status transitions, looked up once instead of through
+# the table's column collection on every call.
+_ORDER_ID, _ORDER_STATUS = O.id, O.status
 _AUTHORIZATION_ID_AND_STATUS = [Z.id, Z.status]
 _CHALLENGE_ID_AND_STATUS = [C.id, C.status]
 # The status query of an order's authorizations, by their number.
@@ -301,8 +295,7 @@ class Repository:
         allowed = [from_status] if isinstance(from_status, str) else list(from_status)
         changes = {"status": to_status, **values}
         statement = _update(orders, changes, "id = ? AND status IN " + _in_list(len(allowed)),
-                            _ORDER_ID_AND_STATUSES[:1 + len(allowed)] if len(allowed) <= 2
-                            else [O.id, *[O.status] * len(allowed)])
+                            [_ORDER_ID, *[_ORDER_STATUS] * len(allowed)])
         return self.session.rowcount(statement, [*changes.values(), order_id, *allowed]) == 1
 
     def cancel_pending_work(self, account_id: str, error: dict[str, Any]) -> int:

@@ -229,6 +229,11 @@ class _SqliteConnection(sqlite3.Connection):
     fleetca_cursor: sqlite3.Cursor
 
 
+def sqlite_path(url: str) -> str:
+    """The file path of a ``sqlite:///PATH`` URL."""
+    return url.split(":///", 1)[1]
+
+
 def dialect_for(url: str) -> Dialect:
     return SQLITE if url.startswith("sqlite") else POSTGRES
 
@@ -245,7 +250,7 @@ def connector_for(url: str, *, durable: bool, busy_timeout: float = 30,
     autocommit mode outside an explicit BEGIN.
     """
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1]
+        path = sqlite_path(url)
 
         def connect_sqlite() -> sqlite3.Connection:
             # isolation_level=None turns off the module's own BEGIN, so the
