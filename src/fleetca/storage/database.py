@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
@@ -15,6 +15,7 @@ from fleetca.storage.repository import Repository
 from fleetca.storage.sql import (
     SQLITE,
     ConnectionPool,
+    Dialect,
     Session,
     begin_sqlite_write,
     connector_for,
@@ -81,7 +82,7 @@ class Database:
         self._fast_pool = ConnectionPool(connector_for(url, durable=False))
         # Writers from coroutines: on SQLite without a busy timeout, see transaction_async.
         self._async_pool = ConnectionPool(connector_for(url, durable=False, busy_timeout=0))
-        self._sqlite_path = sqlite_path(url) if self.dialect is SQLITE else ""
+        self.sqlite_file = sqlite_path(url) if self.dialect is SQLITE else ""
         if self.dialect is not SQLITE:
             self._read_pool = ConnectionPool(connector_for(url, durable=True, autocommit=True))
             self._single_statement_pool = ConnectionPool(connector_for(url, durable=False, autocommit=True))
@@ -101,10 +102,10 @@ class Database:
         with contextmanager(open_transaction)(pool, self.dialect, write=True) as session:
             yield Repository(session)
 
-    @asynccontextmanager
-    async def transaction_async(self, *, durable: bool, single_statement: bool = False) -> AsyncIterator[Repository]:
+    def transaction_async(self, *, durable: bool, single_statement: bool = False) -> AsyncTransaction:
         """Open a read-write transaction from a coroutine, without blocking the event loop on a lock or the disk.
 
+        Use it as ``async with database.transaction_async(durable=...) as repo``.
         The statements run on the event loop's thread as in :meth:`transaction`.
         On SQLite, a writer that finds the write lock taken by another process
         retries BEGIN IMMEDIATE after yielding to the event loop, where the
@@ -120,46 +121,20 @@ class Database:
         trip instead of three.
         """
         if self.dialect is SQLITE:
-            connection = await begin_sqlite_write(self._async_pool)
-            try:
-                yield Repository(Session(connection, self.dialect))
-                connection.commit()
-            except BaseException:
-                release_after_failure(self._async_pool, connection)
-                raise
-            self._async_pool.release(connection)
-            if durable:
-                await asyncio.to_thread(sync_sqlite_wal, self._sqlite_path)
-            return
+            return AsyncTransaction(self, self._async_pool, sqlite_sync=durable)
         if single_statement and not durable:
-            with contextmanager(open_transaction)(self._single_statement_pool, self.dialect,
-                                                  write=True) as session:
-                yield Repository(session)
-            return
-        pool = self._durable_pool if durable else self._fast_pool
-        connection = pool.acquire()
-        try:
-            yield Repository(Session(connection, self.dialect))
-            if durable:
-                await asyncio.to_thread(connection.commit)
-            else:
-                connection.commit()
-        except BaseException:
-            release_after_failure(pool, connection)
-            raise
-        pool.release(connection)
+            return AsyncTransaction(self, self._single_statement_pool, autocommit=True)
+        return AsyncTransaction(self, self._durable_pool if durable else self._fast_pool, commit_in_thread=durable)
 
-    @contextmanager
-    def read(self) -> Iterator[Repository]:
-        """Open a read-only transaction that takes no write lock.
+    def read(self) -> Reading:
+        """Open a connection for reads that take no lock, as ``with database.read() as repo``.
 
-        On PostgreSQL each statement reads its own snapshot, without BEGIN and
-        COMMIT round trips, so a body that needs one consistent view of several
-        rows must use :meth:`transaction` instead.
+        Each statement reads its own snapshot of the last committed state, with
+        no BEGIN and COMMIT (SQLite in WAL mode, PostgreSQL in autocommit mode).
+        A body that needs one consistent view of several rows must use
+        :meth:`transaction` instead.
         """
-        pool = self._durable_pool if self.dialect is SQLITE else self._read_pool
-        with contextmanager(open_transaction)(pool, self.dialect, write=False) as session:
-            yield Repository(session)
+        return Reading(self._durable_pool if self.dialect is SQLITE else self._read_pool, self.dialect)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -169,3 +144,65 @@ class Database:
         if self.dialect is not SQLITE:
             self._read_pool.dispose()
             self._single_statement_pool.dispose()
+
+
+class Reading:
+    """The context manager of :meth:`Database.read`: a pooled connection outside any transaction."""
+
+    __slots__ = ("_pool", "_dialect", "_connection")
+
+    def __init__(self, pool: ConnectionPool, dialect: Dialect) -> None:
+        self._pool = pool
+        self._dialect = dialect
+
+    def __enter__(self) -> Repository:
+        self._connection = self._pool.acquire()
+        return Repository(Session(self._connection, self._dialect))
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            self._pool.release(self._connection)
+        else:
+            release_after_failure(self._pool, self._connection)
+
+
+class AsyncTransaction:
+    """The context manager of :meth:`Database.transaction_async`.
+
+    Written as a class rather than with ``asynccontextmanager``, whose
+    generator machinery cost more than the BEGIN and COMMIT it wraps.
+    """
+
+    __slots__ = ("_database", "_pool", "_sqlite_sync", "_autocommit", "_commit_in_thread", "_connection")
+
+    def __init__(self, database: Database, pool: ConnectionPool, *, sqlite_sync: bool = False,
+                 autocommit: bool = False, commit_in_thread: bool = False) -> None:
+        self._database = database
+        self._pool = pool
+        self._sqlite_sync = sqlite_sync
+        self._autocommit = autocommit
+        self._commit_in_thread = commit_in_thread
+
+    async def __aenter__(self) -> Repository:
+        if self._database.dialect is SQLITE:
+            self._connection = await begin_sqlite_write(self._pool)
+        else:
+            self._connection = self._pool.acquire()
+        return Repository(Session(self._connection, self._database.dialect))
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        connection = self._connection
+        if exc_type is not None:
+            release_after_failure(self._pool, connection)
+            return
+        try:
+            if self._commit_in_thread:
+                await asyncio.to_thread(connection.commit)
+            elif not self._autocommit:
+                connection.commit()
+        except BaseException:
+            release_after_failure(self._pool, connection)
+            raise
+        self._pool.release(connection)
+        if self._sqlite_sync:
+            await asyncio.to_thread(sync_sqlite_wal, self._database.sqlite_file)
