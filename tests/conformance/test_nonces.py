@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import base64
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.support.acme_client import AcmeClient, b64url
+from tests.support.acme_client import AcmeClient, b64url, make_csr, new_key
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
-from .helpers import BASE64URL, assert_problem, device_name, has_link
+from .helpers import (
+    BASE64URL,
+    assert_problem,
+    authorizations_of,
+    challenge_of,
+    device_name,
+    has_link,
+    ready_order,
+)
 
 DIRECTORY_RESOURCES = ("newNonce", "newAccount", "newOrder", "revokeCert", "keyChange")
 
@@ -174,3 +184,67 @@ def test_replay_nonce_on_error_works(client: AcmeClient) -> None:
     retry = client.post(client.account_url, None, nonce=reply.headers["Replay-Nonce"])
 
     assert retry.status == 200, retry.body
+
+
+# Requests that record their nonce in their own write transaction. Each case
+# prepares what the request needs. It returns the URL, the payload and whether
+# the request carries the bare key. The test signs the request once and sends it twice.
+def _new_account(client: AcmeClient, responder: HttpResponder) -> tuple[str, dict, bool]:
+    client.key, client.account_url = new_key(), None
+    return client.directory["newAccount"], {"termsOfServiceAgreed": True}, True
+
+
+def _new_order(client: AcmeClient, responder: HttpResponder) -> tuple[str, dict, bool]:
+    return client.directory["newOrder"], {"identifiers": [{"type": "dns", "value": device_name("replay-order")}]}, False
+
+
+def _challenge(client: AcmeClient, responder: HttpResponder) -> tuple[str, dict, bool]:
+    order = client.new_order([device_name("replay-challenge")]).json()
+    challenge = challenge_of(authorizations_of(client, order)[0], "http-01")
+    responder.serve_key_authorization(challenge["token"], client.key_authorization(challenge["token"]))
+    return challenge["url"], {}, False
+
+
+def _finalize(client: AcmeClient, responder: HttpResponder) -> tuple[str, dict, bool]:
+    name = device_name("replay-finalize")
+    _, order = ready_order(client, responder, [name])
+    return order["finalize"], {"csr": b64url(make_csr([name])[0])}, False
+
+
+REPLAYED_WRITES = {
+    "newAccount": (_new_account, 201),
+    "newOrder": (_new_order, 201),
+    "challenge": (_challenge, 200),
+    "finalize": (_finalize, 200),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPLAYED_WRITES))
+def test_replayed_write_rejected(client: AcmeClient, http_responder: HttpResponder, case: str) -> None:
+    prepare, status = REPLAYED_WRITES[case]
+    url, payload, use_jwk = prepare(client, http_responder)
+    body = client.sign(url, payload, use_jwk=use_jwk)
+
+    first = client.post_raw(url, body)
+    replay = client.post_raw(url, body)
+
+    assert first.status == status, first.body
+    assert_problem(replay, "badNonce", 400)
+
+
+def test_concurrent_replays_accepted_once(client: AcmeClient) -> None:
+    orders_url = client.post(client.account_url).json()["orders"]
+    before = client.post(orders_url).json()["orders"]
+    url = client.directory["newOrder"]
+    body = client.sign(url, {"identifiers": [{"type": "dns", "value": device_name("replay-race")}]})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(lambda _: client.post_raw(url, body), range(8)))
+
+    statuses = sorted(reply.status for reply in replies)
+    assert statuses == [201] + [400] * 7, [reply.body for reply in replies]
+    for reply in replies:
+        if reply.status == 400:
+            assert_problem(reply, "badNonce", 400)
+    after = client.post(orders_url).json()["orders"]
+    assert len(after) == len(before) + 1

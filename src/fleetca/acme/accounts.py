@@ -49,7 +49,8 @@ def parse_contacts(raw: Any) -> list[str]:
 
 
 async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls, jwk_allowed=True, kid_allowed=False)
+    auth = await authenticate(request, ctx, ca, urls, jwk_allowed=True, kid_allowed=False,
+                              nonce_in_handler_transaction=True)
     payload = auth.payload()
     thumbprint = jws.thumbprint(auth.key)
 
@@ -88,6 +89,7 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
     account = Account(id=new_id(), ca_name=ca.name, key_thumbprint=thumbprint, jwk=auth.key.export_public(as_dict=True),
                       status="valid", contact=contacts, terms_agreed=terms, eab_key_id=eab_key_id, created_at=now)
     async with ctx.database.transaction_async(durable=False) as repo:
+        auth.record_nonce(repo)
         if eab_key_id is not None and not repo.bind_eab_key(eab_key_id):
             raise unauthorized(f"EAB key {eab_key_id} reached its account limit or was revoked")
         # Two requests with the same new key race here; the unique key decides,

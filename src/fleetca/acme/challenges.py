@@ -32,7 +32,7 @@ INLINE_VALIDATION_WAIT_SECONDS = 0.5
 
 
 async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls)
+    auth = await authenticate(request, ctx, ca, urls, nonce_in_handler_transaction=True)
     assert auth.account is not None
     challenge_id = request.path_params["id"]
     if not auth.is_post_as_get:
@@ -40,6 +40,7 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     now = ctx.now()
     started = False
     async with ctx.database.transaction_async(durable=False) as repo:
+        auth.record_nonce(repo)
         current = repo.get_challenge(challenge_id)
         authz = repo.get_authorization(current.authorization_id) if current else None
         if current is None or authz is None or authz.account_id != auth.account.id:

@@ -85,7 +85,7 @@ def make_linter(ca: IssuingCa) -> Linter:
 
 
 async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls)
+    auth = await authenticate(request, ctx, ca, urls, nonce_in_handler_transaction=True)
     assert auth.account is not None
     order_id = request.path_params["id"]
     payload = auth.payload()
@@ -113,6 +113,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
                                     f"use one of {', '.join(profile.key_types)}")
     csr_thumbprint = public_key_thumbprint(csr_key)
     async with ctx.database.transaction_async(durable=False) as repo:
+        auth.record_nonce(repo)
         if csr_thumbprint is not None and repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
             raise AcmeProblem("badCSR", "the CSR's public key is an account key; use a separate key")
         if not repo.transition_order(order_id, "ready", "processing"):

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 from jwcrypto import jwk
@@ -19,7 +20,9 @@ from starlette.responses import Response
 
 from fleetca.acme import jws
 from fleetca.acme.context import AcmeContext
+from fleetca.acme.nonces import used_nonce
 from fleetca.acme.problems import AcmeProblem, malformed, method_not_allowed, not_found, unauthorized
+from fleetca.storage.repository import Repository
 from fleetca.acme.urls import Urls
 from fleetca.ca.registry import IssuingCa
 from fleetca.domain import Account
@@ -34,12 +37,30 @@ Handler = Callable[[Request, AcmeContext, IssuingCa, Urls], Awaitable[Response]]
 
 
 @dataclass
+class PendingNonce:
+    """A request's nonce, checked but not yet recorded as used; see :func:`authenticate`."""
+
+    value: str
+    issued_at: datetime
+    recorded: bool = False
+
+
+@dataclass
 class AuthenticatedRequest:
     """A POST whose JWS verified, with the account (kid) or bare key (jwk) that signed it."""
 
     jws: jws.ParsedJws
     key: jwk.JWK
     account: Account | None
+    ctx: AcmeContext
+    pending_nonce: PendingNonce | None = None
+
+    def record_nonce(self, repo: Repository) -> None:
+        """Record the nonce as used in the handler's write transaction; badNonce if another request used it."""
+        pending = self.pending_nonce
+        if pending is not None and not pending.recorded:
+            self.ctx.nonces.record(repo, pending.value, pending.issued_at)
+            pending.recorded = True
 
     @property
     def is_post_as_get(self) -> bool:
@@ -88,8 +109,18 @@ async def read_jws(request: Request) -> jws.ParsedJws:
 
 async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls, *,
                        jwk_allowed: bool = False, kid_allowed: bool = True, post_as_get_only: bool = False,
-                       parsed: jws.ParsedJws | None = None) -> AuthenticatedRequest:
-    """Verify a POST (RFC 8555 §6.2 to §6.5): key, signature, url, then nonce."""
+                       parsed: jws.ParsedJws | None = None,
+                       nonce_in_handler_transaction: bool = False) -> AuthenticatedRequest:
+    """Verify a POST (RFC 8555 §6.2 to §6.5): key, signature, url, then nonce.
+
+    The nonce is recorded as used here, in a transaction of its own, unless
+    ``nonce_in_handler_transaction``. The handler then calls
+    :meth:`AuthenticatedRequest.record_nonce` first thing in its write
+    transaction, so a replay fails there with its changes rolled back. If the
+    handler fails or returns without recording it, :func:`acme_endpoint`
+    records it afterwards, and a request whose nonce turns out to be used
+    gets badNonce whatever the handler returned.
+    """
     parsed = parsed or await read_jws(request)
 
     # Find the key: an embedded jwk only where the RFC allows it, otherwise the account's.
@@ -116,10 +147,15 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
     if parsed.url != request_url(ctx, request):
         raise unauthorized(f"JWS 'url' {parsed.url!r} does not match the request URL "
                            f"{request_url(ctx, request)!r}")
-    # Recording the nonce is one INSERT whose commit skips the fsync, because it
-    # changes nothing but the used-nonce table.
-    async with ctx.database.transaction_async(durable=False, single_statement=True) as repo:
-        ctx.nonces.consume(parsed.nonce or "", ctx.now(), repo)
+    pending = None
+    if nonce_in_handler_transaction:
+        pending = PendingNonce(parsed.nonce or "", ctx.nonces.check(parsed.nonce or "", ctx.now()))
+        request.state.pending_nonce = pending
+    else:
+        # Recording the nonce is one INSERT whose commit skips the fsync, because it
+        # changes nothing but the used-nonce table.
+        async with ctx.database.transaction_async(durable=False, single_statement=True) as repo:
+            ctx.nonces.consume(parsed.nonce or "", ctx.now(), repo)
 
     if account is not None:
         request.state.account_id = account.id
@@ -128,7 +164,7 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
     if post_as_get_only and not parsed.is_post_as_get:
         # §6.3: resources that are only read take POST-as-GET, whose payload is empty.
         raise malformed("this resource is read with POST-as-GET; the JWS payload must be empty")
-    return AuthenticatedRequest(jws=parsed, key=key, account=account)
+    return AuthenticatedRequest(jws=parsed, key=key, account=account, ctx=ctx, pending_nonce=pending)
 
 
 def add_common_headers(response: Response, ctx: AcmeContext, directory_url: str | None) -> None:
@@ -152,6 +188,16 @@ def add_common_headers(response: Response, ctx: AcmeContext, directory_url: str 
 _COMMON_HEADER_NAMES = frozenset({b"replay-nonce", b"cache-control", b"link"})
 
 
+async def _record_late(ctx: AcmeContext, pending: PendingNonce) -> bool:
+    """Record a nonce that the handler's transaction did not commit; False when it was already used."""
+    try:
+        async with ctx.database.transaction_async(durable=False, single_statement=True) as repo:
+            ctx.nonces.record(repo, pending.value, pending.issued_at)
+    except AcmeProblem:
+        return False
+    return True
+
+
 def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a handler with problem conversion, common headers and the request log."""
 
@@ -159,6 +205,7 @@ def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         started = time.perf_counter()
         ctx: AcmeContext = request.app.state.ctx
         request.state.account_id = None
+        request.state.pending_nonce = None
         problem_type = None
         ca_name = request.path_params.get("ca", "")
         urls = Urls(ctx.base_url, ca_name)
@@ -174,6 +221,19 @@ def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             request_log.exception("unhandled error", extra={"path": request.url.path})
             problem_type = "serverInternal"
             response = problem_response(AcmeProblem("serverInternal", "internal server error; the event was logged"))
+        pending: PendingNonce | None = request.state.pending_nonce
+        if pending is not None and not (pending.recorded and problem_type is None):
+            try:
+                fresh = await _record_late(ctx, pending)
+            except Exception:
+                request_log.exception("recording a used nonce failed", extra={"path": request.url.path})
+                problem_type = "serverInternal"
+                response = problem_response(AcmeProblem("serverInternal",
+                                                        "internal server error; the event was logged"))
+            else:
+                if not fresh and not pending.recorded:
+                    problem_type = "badNonce"
+                    response = problem_response(used_nonce())
 
         add_common_headers(response, ctx, urls.directory if ca_name in ctx.cas else None)
         request_log.info("request", extra={"event": {

@@ -5,6 +5,10 @@ random bytes and an HMAC under a key shared by every fleetca process through the
 database. Using a nonce inserts it into ``used_nonces``; the unique key makes a
 second use fail in any process. Nonces older than ``lifetime`` are rejected
 without a lookup, so used-nonce rows can be pruned after that.
+
+A request that writes records its nonce in its own write transaction (see
+``acme/http.py``), so a replay of it fails with its changes rolled back, and
+the flow pays for one commit instead of two.
 """
 
 from __future__ import annotations
@@ -38,20 +42,25 @@ class NonceService:
 
     def consume(self, nonce: str, now: datetime, repo: Repository | None = None) -> None:
         """Accept ``nonce`` once, or raise badNonce; ``repo`` records it in a transaction already open."""
-        issued_at = self._check(nonce, now)
+        issued_at = self.check(nonce, now)
         if repo is not None:
-            self._record(repo, nonce, issued_at)
+            self.record(repo, nonce, issued_at)
             return
         # A used nonce lost to a power cut could be replayed once at most, and only
         # within its lifetime. That risk does not justify an fsync on every request.
         with self.database.transaction(durable=False) as new_repo:
-            self._record(new_repo, nonce, issued_at)
+            self.record(new_repo, nonce, issued_at)
 
-    def _record(self, repo: Repository, nonce: str, issued_at: datetime) -> None:
+    def record(self, repo: Repository, nonce: str, issued_at: datetime) -> None:
+        """Record ``nonce``, which :meth:`check` accepted, as used in ``repo``'s transaction, or raise badNonce."""
         if not repo.use_nonce(nonce, issued_at + self.lifetime):
-            raise AcmeProblem("badNonce", "nonce has already been used; retry with the nonce in Replay-Nonce")
+            raise used_nonce()
 
-    def _check(self, nonce: str, now: datetime) -> datetime:
+    def check(self, nonce: str, now: datetime) -> datetime:
+        """Return the issue time of a nonce this server issued and that has not expired, or raise badNonce.
+
+        Whether it was used is not checked here; :meth:`record` does that.
+        """
         try:
             raw = b64url_decode(nonce, "nonce")
         except AcmeProblem:
@@ -67,3 +76,7 @@ class NonceService:
     def prune(self, now: datetime) -> int:
         with self.database.transaction() as repo:
             return repo.prune_used_nonces(now)
+
+
+def used_nonce() -> AcmeProblem:
+    return AcmeProblem("badNonce", "nonce has already been used; retry with the nonce in Replay-Nonce")

@@ -131,7 +131,7 @@ def check_validity_request(ca: IssuingCa, profile: CertificateProfile, not_befor
 
 
 async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls)
+    auth = await authenticate(request, ctx, ca, urls, nonce_in_handler_transaction=True)
     assert auth.account is not None
     payload = auth.payload()
     now = ctx.now()
@@ -145,6 +145,7 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     lifetimes = ctx.settings.lifetimes
     order_expires = now + lifetimes.order
     async with ctx.database.transaction_async(durable=False) as repo:
+        auth.record_nonce(repo)
         # A valid authorization of the same account that outlives the order is reused.
         eab_key = account_eab_key(repo, auth.account)
         replaces = payload.get("replaces")

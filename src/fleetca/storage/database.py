@@ -169,8 +169,8 @@ class Reading:
 class AsyncTransaction:
     """The context manager of :meth:`Database.transaction_async`.
 
-    Written as a class rather than with ``asynccontextmanager``, whose
-    generator machinery cost more than the BEGIN and COMMIT it wraps.
+    A class, because a generator-based context manager costs more per use
+    than the BEGIN and COMMIT it wraps on SQLite.
     """
 
     __slots__ = ("_database", "_pool", "_sqlite_sync", "_autocommit", "_commit_in_thread", "_connection")

@@ -85,7 +85,7 @@ async def _lookup(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) 
 
 
 async def _lookup_direct(server: tuple[str, int], name: str, timeout: float) -> list[Lookup]:
-    """The AAAA and A lookups of ``name``, asked of ``server`` at once, in the order of ADDRESS_TYPES."""
+    """Look up the AAAA and A records of ``name`` at ``server`` at once; return them in the order of ADDRESS_TYPES."""
     queries = [dns.message.make_query(name, rdtype) for rdtype in ADDRESS_TYPES]
     responses: list[dns.message.Message | None] = [None, None]
     try:
@@ -120,7 +120,7 @@ def _addresses(rdtype: str, response: dns.message.Message | None) -> Lookup:
 
 async def _exchange_udp(server: tuple[str, int], queries: list[dns.message.Message],
                         responses: list[dns.message.Message | None]) -> None:
-    """Send ``queries`` from one new socket and fill in ``responses`` as the datagrams answering them arrive.
+    """Send ``queries`` from one new socket and fill in ``responses`` as their responses arrive.
 
     The socket is connected, so the kernel drops datagrams from any other
     source, and gets a new ephemeral port. A datagram that is not a DNS
