@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from fleetca.acme import (
     accounts,
@@ -26,7 +27,7 @@ from fleetca.acme import (
     revocation,
 )
 from fleetca.acme.context import AcmeContext
-from fleetca.acme.http import acme_endpoint, add_common_headers, problem_response
+from fleetca.acme.http import Handler, acme_endpoint, add_common_headers, problem_response
 from fleetca.acme.nonces import NonceService
 from fleetca.acme.problems import AcmeProblem, method_not_allowed, not_found
 from fleetca.ca.publication import publication_routes
@@ -41,6 +42,7 @@ from fleetca.validation.validator import Validator
 log = logging.getLogger("fleetca.server")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 NONCE_PRUNE_INTERVAL_SECONDS = 300
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def build_context(settings: Settings, clock: Clock | None = None) -> AcmeContext:
@@ -55,25 +57,88 @@ def build_context(settings: Settings, clock: Clock | None = None) -> AcmeContext
     )
 
 
-def _routes() -> list[Route]:
-    table = [
-        ("/directory", directory.directory),
-        ("/new-nonce", directory.new_nonce),
-        ("/new-account", accounts.new_account),
-        ("/new-order", orders.new_order),
-        ("/new-authz", orders.new_authz),
-        ("/revoke-cert", revocation.revoke_cert),
-        ("/key-change", key_change.key_change),
-        ("/account/{id}", accounts.account),
-        ("/account/{id}/orders", accounts.account_orders),
-        ("/order/{id}", orders.order),
-        ("/order/{id}/finalize", finalize.finalize),
-        ("/authz/{id}", authorizations.authorization),
-        ("/challenge/{id}", challenges.challenge),
-        ("/cert/{id}", certificates.certificate),
-        ("/renewal-info/{cert_id}", renewal_info.renewal_info),
-    ]
-    return [Route("/acme/{ca}" + path, acme_endpoint(handler), methods=ALL_METHODS) for path, handler in table]
+_RESOURCES: list[tuple[str, Handler]] = [
+    ("/directory", directory.directory),
+    ("/new-nonce", directory.new_nonce),
+    ("/new-account", accounts.new_account),
+    ("/new-order", orders.new_order),
+    ("/new-authz", orders.new_authz),
+    ("/revoke-cert", revocation.revoke_cert),
+    ("/key-change", key_change.key_change),
+    ("/account/{id}", accounts.account),
+    ("/account/{id}/orders", accounts.account_orders),
+    ("/order/{id}", orders.order),
+    ("/order/{id}/finalize", finalize.finalize),
+    ("/authz/{id}", authorizations.authorization),
+    ("/challenge/{id}", challenges.challenge),
+    ("/cert/{id}", certificates.certificate),
+    ("/renewal-info/{cert_id}", renewal_info.renewal_info),
+]
+ACME_PREFIX = "/acme/{ca}"
+
+
+def _routes(endpoints: dict[str, Endpoint]) -> list[Route]:
+    return [Route(ACME_PREFIX + path, endpoints[path], methods=ALL_METHODS) for path, _ in _RESOURCES]
+
+
+class AcmeRouter:
+    """Finds the endpoint of an ACME resource path, as the Starlette routes above would match it.
+
+    A path is ``/acme/{ca}/`` and one of the resource paths, each ``{name}``
+    matching one segment that is not empty. Paths that match nothing go to
+    Starlette, which answers them as before.
+    """
+
+    def __init__(self, endpoints: dict[str, Endpoint]) -> None:
+        self._table: dict[tuple[str, int], list[tuple[list[str | None], list[str], Endpoint]]] = {}
+        for path, endpoint in endpoints.items():
+            segments = path.strip("/").split("/")
+            literals = [None if part.startswith("{") else part for part in segments]
+            names = [part[1:-1] for part in segments if part.startswith("{")]
+            self._table.setdefault((segments[0], len(segments)), []).append((literals, names, endpoint))
+
+    def match(self, path: str) -> tuple[Endpoint, dict[str, str]] | None:
+        parts = path.split("/")
+        # The parts are "", "acme", the CA's name, then the resource's segments.
+        if len(parts) < 4 or parts[0] or parts[1] != "acme" or not parts[2]:
+            return None
+        resource = parts[3:]
+        for literals, names, endpoint in self._table.get((resource[0], len(resource)), ()):
+            values = []
+            for literal, part in zip(literals, resource):
+                if not part or (literal is not None and part != literal):
+                    break
+                if literal is None:
+                    values.append(part)
+            else:
+                return endpoint, {"ca": parts[2], **dict(zip(names, values))}
+        return None
+
+
+class AcmeApplication(Starlette):
+    """The Starlette application, with ACME resources dispatched directly.
+
+    An ACME request skips Starlette's router and exception middleware, which
+    cost about 7 µs of CPU per request (a newNonce GET under wrk: 58 against
+    65 µs). The endpoint wrapper already turns every error into a problem
+    document. Other paths, and the lifespan, go through Starlette.
+    """
+
+    def __init__(self, *, acme_router: AcmeRouter, **options: Any) -> None:
+        super().__init__(**options)
+        self.acme_router = acme_router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            found = self.acme_router.match(scope["path"])
+            if found is not None:
+                endpoint, params = found
+                scope["app"] = self
+                scope["path_params"] = params
+                response = await endpoint(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -100,7 +165,7 @@ async def _prune_nonces(ctx: AcmeContext) -> None:
             log.exception("pruning used nonces failed; will retry")
 
 
-def create_app(ctx: AcmeContext) -> Starlette:
+def create_app(ctx: AcmeContext) -> AcmeApplication:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resumed = await challenges.resume_processing_challenges(ctx)
@@ -121,8 +186,9 @@ def create_app(ctx: AcmeContext) -> Starlette:
     # listeners behind one load balancer; certificates name the plain-HTTP URLs.
     revocation_service = RevocationService(ctx.settings, ctx.database, ctx.cas, ctx.clock)
     publication = publication_routes(ctx.settings, {name: ca.certificate for name, ca in ctx.cas.items()})
-    app = Starlette(routes=_routes() + revocation_routes() + publication, lifespan=lifespan,
-                    exception_handlers={HTTPException: _http_error})
+    endpoints = {path: acme_endpoint(handler) for path, handler in _RESOURCES}
+    app = AcmeApplication(acme_router=AcmeRouter(endpoints), routes=_routes(endpoints) + revocation_routes() + publication,
+                          lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.ctx = ctx
     app.state.revocation = revocation_service
     app.state.publication_routes = publication
