@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,3 +242,47 @@ def test_challenge_error_stored_as_json(database: Database) -> None:
     assert changed is True
     assert errors == [error]
     assert stored == error
+
+
+def test_sqlite_writer_waits_without_blocking_loop(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "locked.db")
+    migrate(url)
+    database = Database(url)
+    with database.transaction() as repo:
+        repo.add_issuing_ca(name="default", status="active", certificate_pem="PEM", key_ref="file:ca.key",
+                            config={}, created_at=NOW)
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def scenario() -> tuple[int, bool]:
+        loop = asyncio.get_running_loop()
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        ticker = loop.create_task(tick())
+        loop.call_later(0.2, holder.execute, "COMMIT")
+        async with database.transaction_async(durable=False) as repo:
+            ticks_when_locked = ticks
+            repo.add_account(make_account())
+        # A read during another process's write lock does not wait for it.
+        holder.execute("BEGIN IMMEDIATE")
+        with database.read() as repo:
+            found = repo.get_account("acct1") is not None
+        holder.execute("COMMIT")
+        ticker.cancel()
+        return ticks_when_locked, found
+
+    try:
+        ticks_when_locked, found = asyncio.run(scenario())
+    finally:
+        holder.close()
+        database.dispose()
+
+    # The event loop ran the ticker while the writer waited about 200 ms for the lock.
+    assert ticks_when_locked >= 10
+    assert found

@@ -187,7 +187,8 @@ def create_app(ctx: AcmeContext) -> AcmeApplication:
     revocation_service = RevocationService(ctx.settings, ctx.database, ctx.cas, ctx.clock)
     publication = publication_routes(ctx.settings, {name: ca.certificate for name, ca in ctx.cas.items()})
     endpoints = {path: acme_endpoint(handler) for path, handler in _RESOURCES}
-    app = AcmeApplication(acme_router=AcmeRouter(endpoints), routes=_routes(endpoints) + revocation_routes() + publication,
+    app = AcmeApplication(acme_router=AcmeRouter(endpoints),
+                          routes=_routes(endpoints) + revocation_routes() + publication,
                           lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.ctx = ctx
     app.state.revocation = revocation_service

@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite ne
     INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
 
 Converter = Callable[[Any], Any]
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
 def _kind(column: Column) -> str:
@@ -238,13 +239,12 @@ def dialect_for(url: str) -> Dialect:
     return SQLITE if url.startswith("sqlite") else POSTGRES
 
 
-def connector_for(url: str, *, durable: bool, busy_timeout: float = 30,
-                  autocommit: bool = False) -> Callable[[], Any]:
+def connector_for(url: str, *, durable: bool, autocommit: bool = False) -> Callable[[], Any]:
     """A function that opens one driver connection for ``url``.
 
-    ``durable=False`` skips waiting for the disk at commit. ``busy_timeout``
-    is how many seconds a SQLite statement waits for a lock held by another
-    connection before it fails with SQLITE_BUSY. ``autocommit`` makes each
+    ``durable=False`` skips waiting for the disk at commit. A SQLite
+    statement waits up to SQLITE_BUSY_TIMEOUT_SECONDS for a lock held by
+    another connection before it fails with SQLITE_BUSY. ``autocommit`` makes each
     PostgreSQL statement its own transaction, which saves the BEGIN and COMMIT
     round trips of a body of one statement; SQLite connections are always in
     autocommit mode outside an explicit BEGIN.
@@ -255,8 +255,8 @@ def connector_for(url: str, *, durable: bool, busy_timeout: float = 30,
         def connect_sqlite() -> sqlite3.Connection:
             # isolation_level=None turns off the module's own BEGIN, so the
             # transaction helpers below send the only BEGIN.
-            connection = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None,
-                                         factory=_SqliteConnection)
+            connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS, check_same_thread=False,
+                                         isolation_level=None, factory=_SqliteConnection)
             connection.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable across power loss. NORMAL skips the
             # fsync of a commit, so the commit survives a process crash but not a
@@ -373,27 +373,33 @@ def open_transaction(pool: ConnectionPool, dialect: Dialect, *, write: bool) -> 
     pool.release(connection)
 
 
-SQLITE_BUSY_RETRY_SECONDS = 30
+_RESTORE_BUSY_TIMEOUT = f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}"
 
 
 async def begin_sqlite_write(pool: ConnectionPool) -> sqlite3.Connection:
     """Take SQLite's write lock with BEGIN IMMEDIATE on a connection from ``pool``, yielding while it is busy.
 
-    The pool's connections must have no busy timeout, so a taken lock fails at
-    once. The first retry follows a bare yield, the next ones wait 1 ms and
-    then twice as long each time up to 10 ms. After 30 seconds the
-    SQLITE_BUSY error is raised, as the busy timeout of the other pools would.
+    BEGIN IMMEDIATE runs with the busy timeout turned off, so a taken lock
+    fails at once instead of sleeping the event loop's thread; the timeout is
+    restored for the statements that follow. The first retry follows a bare
+    yield, the next ones wait 1 ms and then twice as long each time up to 10
+    ms. After 30 seconds the SQLITE_BUSY error is raised, as the busy timeout
+    would.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + SQLITE_BUSY_RETRY_SECONDS
+    deadline = loop.time() + SQLITE_BUSY_TIMEOUT_SECONDS
     delay = 0.0
     while True:
         connection = pool.acquire()
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("PRAGMA busy_timeout=0")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            finally:
+                connection.execute(_RESTORE_BUSY_TIMEOUT)
             return connection
         except sqlite3.OperationalError as exc:
-            pool.release(connection)
+            release_after_failure(pool, connection)
             if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or loop.time() > deadline:
                 raise
         await asyncio.sleep(delay)
