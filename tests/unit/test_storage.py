@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from sqlalchemy import insert, select
 
 from fleetca.domain import Account, Authorization, Challenge, Identifier, IssuedCertificate, Order
 from fleetca.storage.database import Database, migrate, sqlite_url
+from fleetca.storage.sql import ConnectionPool, connector_for
 from fleetca.storage.tables import accounts, certificates, challenges, issuing_cas, orders
 from tests.support.databases import drop_postgres_database, new_database_url
 
@@ -286,3 +288,24 @@ def test_sqlite_writer_waits_without_blocking_loop(tmp_path: Path) -> None:
     # The event loop ran the ticker while the writer waited about 200 ms for the lock.
     assert ticks_when_locked >= 10
     assert found
+
+
+def test_pool_after_fork_opens_new_connections(tmp_path: Path) -> None:
+    pool = ConnectionPool(connector_for(sqlite_url(tmp_path / "fork.db"), durable=False))
+    inherited = pool.acquire()
+    pool.release(inherited)
+    read_end, write_end = os.pipe()
+
+    child = os.fork()
+    if child == 0:
+        reused = pool.acquire() is inherited
+        os.write(write_end, b"reused" if reused else b"new")
+        os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 16)
+    os.waitpid(child, 0)
+    os.close(read_end)
+
+    assert answer == b"new"
+    # The parent keeps its own idle connection.
+    assert pool.acquire() is inherited

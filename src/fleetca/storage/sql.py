@@ -282,6 +282,19 @@ def connector_for(url: str, *, durable: bool, autocommit: bool = False) -> Calla
     return connect_postgres
 
 
+# Counts forks into this process, so that a pool notices a fork without a
+# getpid system call on every checkout.
+_process_generation = 0
+
+
+def _count_fork() -> None:
+    global _process_generation
+    _process_generation += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
 class ConnectionPool:
     """Idle driver connections of this process, reused across transactions.
 
@@ -296,22 +309,22 @@ class ConnectionPool:
         self._max_idle = max_idle
         self._idle: list[Any] = []
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._process = _process_generation
         self._inherited: list[Any] = []
 
     def acquire(self) -> Any:
         with self._lock:
-            if self._pid != os.getpid():
+            if self._process != _process_generation:
                 self._inherited.extend(self._idle)
                 self._idle = []
-                self._pid = os.getpid()
+                self._process = _process_generation
             if self._idle:
                 return self._idle.pop()
         return self._connect()
 
     def release(self, connection: Any) -> None:
         with self._lock:
-            if self._pid == os.getpid() and len(self._idle) < self._max_idle:
+            if self._process == _process_generation and len(self._idle) < self._max_idle:
                 self._idle.append(connection)
                 return
         connection.close()
@@ -329,7 +342,7 @@ class ConnectionPool:
     def dispose(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-            if self._pid != os.getpid():
+            if self._process != _process_generation:
                 self._inherited.extend(idle)  # the parent's to close
                 return
         for connection in idle:
