@@ -73,6 +73,53 @@ def test_rows_read_back_as_written(database: Database) -> None:
     assert stored_authz.expires.tzinfo is not None
 
 
+
+def make_authorization(authz_id: str, status: str = "pending") -> Authorization:
+    return Authorization(id=authz_id, account_id="acct1", identifier=Identifier("dns", f"{authz_id}.devices.example"),
+                         wildcard=False, status=status, expires=NOW + timedelta(days=1), created_at=NOW,
+                         challenges=[Challenge(id=f"{authz_id}-http", authorization_id=authz_id, type="http-01",
+                                               token=f"{authz_id}-t1", status="pending"),
+                                     Challenge(id=f"{authz_id}-dns", authorization_id=authz_id, type="dns-01",
+                                               token=f"{authz_id}-t2", status="pending")])
+
+
+def test_authorization_found_by_challenge(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_authorization(make_authorization("authz1"))
+        repo.add_authorization(make_authorization("authz2"))
+
+    with database.read() as repo:
+        found = repo.get_authorization_of_challenge("authz2-http")
+        direct = repo.get_authorization("authz2")
+        missing = repo.get_authorization_of_challenge("no-such-challenge")
+
+    assert found is not None
+    assert found == direct
+    assert {c.id for c in found.challenges} == {"authz2-http", "authz2-dns"}
+    assert missing is None
+
+
+def test_open_orders_of_authorization(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        for authz_id in ("shared", "other", "lone"):
+            repo.add_authorization(make_authorization(authz_id))
+        # Two open orders share an authorization; a third is already valid.
+        repo.add_order(make_order("order-b", authz_ids=["other", "shared"]))
+        repo.add_order(make_order("order-a", authz_ids=["shared"]))
+        repo.add_order(make_order("order-c", authz_ids=["shared", "lone"]))
+        repo.transition_order("order-c", "pending", "valid")
+
+    with database.read() as repo:
+        found = repo.open_orders_of_authorization("shared")
+        expected = [repo.get_order("order-a"), repo.get_order("order-b")]
+        none_open = repo.open_orders_of_authorization("lone")
+
+    assert found == expected
+    assert found[1].authorization_ids == ["other", "shared"]
+    assert none_open == []
+
 def test_sqlalchemy_reads_driver_rows(database: Database) -> None:
     with database.transaction() as repo:
         repo.add_account(make_account())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,8 +42,8 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     started = False
     async with ctx.database.transaction_async(durable=False) as repo:
         auth.record_nonce(repo)
-        current = repo.get_challenge(challenge_id)
-        authz = repo.get_authorization(current.authorization_id) if current else None
+        authz = repo.get_authorization_of_challenge(challenge_id)
+        current = next((c for c in authz.challenges if c.id == challenge_id), None) if authz else None
         if current is None or authz is None or authz.account_id != auth.account.id:
             raise not_found("no such challenge for this account")
         if not auth.is_post_as_get and current.status == "pending" and authz.status == "pending" \
@@ -108,16 +109,18 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
 
     now = ctx.now()
     async with ctx.database.transaction_async(durable=False) as repo:
+        # The authorization's new state, when this transaction set it, saves reading it back.
+        known: dict[str, tuple[str, datetime]] = {}
         if error is None:
             recorded = repo.transition_challenge(challenge_id, "processing", "valid", validated=now)
-            if recorded:
-                repo.transition_authorization(authz.id, "pending", "valid",
-                                              expires=now + ctx.settings.lifetimes.valid_authorization)
+            expires = now + ctx.settings.lifetimes.valid_authorization
+            if recorded and repo.transition_authorization(authz.id, "pending", "valid", expires=expires):
+                known[authz.id] = ("valid", expires)
         else:
             recorded = repo.transition_challenge(challenge_id, "processing", "invalid", error=error)
-            if recorded:
-                repo.transition_authorization(authz.id, "pending", "invalid")
-        refresh_orders_of_authorization(repo, authz.id, now)
+            if recorded and repo.transition_authorization(authz.id, "pending", "invalid"):
+                known[authz.id] = ("invalid", authz.expires)
+        refresh_orders_of_authorization(repo, authz.id, now, known)
     log.info("challenge validated", extra={"event": {
         "challenge": challenge_id, "type": current.type, "identifier": authz.identifier.value,
         "account": account.id, "result": "valid" if error is None else "invalid",

@@ -21,10 +21,20 @@ def problem_json(problem_type: str, detail: str, status: int) -> dict[str, Any]:
     return {"type": URN_PREFIX + problem_type, "detail": detail, "status": status}
 
 
-def expire_authorizations(repo: Repository, authz_ids: list[str], now: datetime) -> dict[str, str]:
-    """Mark pending or valid authorizations past their expiry as expired; return id -> status."""
+def expire_authorizations(repo: Repository, authz_ids: list[str], now: datetime,
+                          known: dict[str, tuple[str, datetime]] | None = None) -> dict[str, str]:
+    """Mark pending or valid authorizations past their expiry as expired; return id -> status.
+
+    ``known`` maps ids to the (status, expires) that this transaction just
+    wrote, which need not be read again.
+    """
+    known = known or {}
+    rows = [(authz_id, *known[authz_id]) for authz_id in authz_ids if authz_id in known]
+    unknown = [authz_id for authz_id in authz_ids if authz_id not in known]
+    if unknown:
+        rows += repo.authorization_states(unknown)
     states = {}
-    for authz_id, status, expires in repo.authorization_states(authz_ids):
+    for authz_id, status, expires in rows:
         if status in ("pending", "valid") and expires <= now:
             if repo.transition_authorization(authz_id, status, "expired"):
                 status = "expired"
@@ -32,8 +42,9 @@ def expire_authorizations(repo: Repository, authz_ids: list[str], now: datetime)
     return states
 
 
-def refresh_order(repo: Repository, order: Order, now: datetime) -> Order:
-    """Apply expiry and authorization outcomes to a pending or ready order."""
+def refresh_order(repo: Repository, order: Order, now: datetime,
+                  known: dict[str, tuple[str, datetime]] | None = None) -> Order:
+    """Apply expiry and authorization outcomes to a pending or ready order; ``known`` as in expire_authorizations."""
     if order.status not in ("pending", "ready"):
         return order
     if order.expires <= now:
@@ -43,7 +54,7 @@ def refresh_order(repo: Repository, order: Order, now: datetime) -> Order:
         return order
     # A ready order also becomes invalid when one of its authorizations is
     # deactivated or expires before finalize (RFC 8555 §7.1.6).
-    states = expire_authorizations(repo, order.authorization_ids, now)
+    states = expire_authorizations(repo, order.authorization_ids, now, known)
     failed = [a for a in order.authorization_ids if states.get(a) in FAILED_AUTHORIZATION_STATES]
     if failed:
         errors = repo.challenge_errors(failed[0])
@@ -74,8 +85,8 @@ def order_needs_refresh(order: Order, states: dict[str, tuple[str, datetime]], n
     return order.status == "pending" and all(s == "valid" for s in statuses)
 
 
-def refresh_orders_of_authorization(repo: Repository, authz_id: str, now: datetime) -> None:
-    for order_id in repo.order_ids_for_authorization(authz_id):
-        order = repo.get_order(order_id)
-        if order is not None:
-            refresh_order(repo, order, now)
+def refresh_orders_of_authorization(repo: Repository, authz_id: str, now: datetime,
+                                    known: dict[str, tuple[str, datetime]] | None = None) -> None:
+    """Refresh the pending and ready orders that include ``authz_id``; ``known`` as in expire_authorizations."""
+    for order in repo.open_orders_of_authorization(authz_id):
+        refresh_order(repo, order, now, known)

@@ -56,8 +56,14 @@ _ORDER_WITH_AUTHORIZATION_IDS = Statement(
     "FROM orders o LEFT JOIN order_authorizations oa ON oa.order_id = o.id WHERE o.id = ? ORDER BY oa.position",
     [O.id], [*_ORDER_COLUMNS, order_authorizations.c.authorization_id])
 _INSERT_ORDER = insert_into(orders, _ORDER_COLUMNS)
-_ORDER_IDS_FOR_AUTHORIZATION = select_by(order_authorizations, order_authorizations.c.authorization_id,
-                                         columns=[order_authorizations.c.order_id])
+# The pending and ready orders that include an authorization, each with all its
+# authorization ids, one row per authorization id.
+_OPEN_ORDERS_OF_AUTHORIZATION = Statement(
+    f"SELECT {', '.join('o.' + c.name for c in _ORDER_COLUMNS)}, every.authorization_id "
+    "FROM order_authorizations this JOIN orders o ON o.id = this.order_id "
+    "JOIN order_authorizations every ON every.order_id = o.id "
+    "WHERE this.authorization_id = ? AND o.status IN ('pending', 'ready') ORDER BY o.id, every.position",
+    [order_authorizations.c.authorization_id], [*_ORDER_COLUMNS, order_authorizations.c.authorization_id])
 _INSERT_ORDER_AUTHORIZATION = insert_into(order_authorizations)
 _CANCEL_ORDERS = Statement(
     "UPDATE orders SET status = 'invalid', error = ? WHERE account_id = ? AND status IN ('pending', 'ready')",
@@ -83,6 +89,13 @@ _REUSABLE_AUTHORIZATION = Statement(
     "SELECT id FROM authorizations WHERE account_id = ? AND identifier_type = ? AND identifier_value = ? "
     "AND wildcard = ? AND status = 'valid' AND expires > ? ORDER BY expires DESC LIMIT 1",
     [Z.account_id, Z.identifier_type, Z.identifier_value, Z.wildcard, Z.expires])
+# An authorization and its challenges, found by the id of one of them.
+_AUTHORIZATION_OF_CHALLENGE = Statement(
+    f"SELECT {', '.join('a.' + c.name for c in _AUTHORIZATION_COLUMNS)}, "
+    f"{', '.join('c.' + c.name for c in _CHALLENGE_COLUMNS)} "
+    "FROM challenges this JOIN authorizations a ON a.id = this.authorization_id "
+    "JOIN challenges c ON c.authorization_id = a.id WHERE this.id = ? ORDER BY c.type",
+    [C.id], _AUTHORIZATION_COLUMNS + _CHALLENGE_COLUMNS)
 _CHALLENGE_ERRORS = Statement("SELECT error FROM challenges WHERE authorization_id = ? AND error IS NOT NULL",
                               [C.authorization_id], [C.error])
 _CHALLENGE_BY_ID = select_by(challenges, C.id, columns=_CHALLENGE_COLUMNS)
@@ -204,6 +217,29 @@ def _certificate(row: Sequence[Any]) -> IssuedCertificate:
     )
 
 
+def _order(rows: list[list[Any]]) -> Order:
+    """Build an order from its rows: _ORDER_COLUMNS, then one authorization id each (None when it has none)."""
+    row = rows[0]
+    return Order(
+        id=row[0], account_id=row[1], status=row[2], expires=row[3],
+        identifiers=[Identifier(i["type"], i["value"]) for i in row[4]],
+        authorization_ids=[r[-1] for r in rows if r[-1] is not None],
+        not_before=row[5], not_after=row[6], profile=row[7], error=row[8], certificate_id=row[9],
+        created_at=row[10], replaces=row[11],
+    )
+
+
+def _authorization(rows: list[list[Any]]) -> Authorization:
+    """Build an authorization from its rows: _AUTHORIZATION_COLUMNS, then one challenge's columns each."""
+    row = rows[0]
+    width = len(_AUTHORIZATION_COLUMNS)
+    return Authorization(
+        id=row[0], account_id=row[1], identifier=Identifier(row[2], row[3]), wildcard=row[4], status=row[5],
+        expires=row[6], created_at=row[7],
+        challenges=[_challenge(r[width:]) for r in rows if r[width] is not None],
+    )
+
+
 def _mapping(table: Table, row: Sequence[Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -268,16 +304,14 @@ class Repository:
 
     def get_order(self, order_id: str) -> Order | None:
         rows = self.session.rows(_ORDER_WITH_AUTHORIZATION_IDS, [order_id])
-        if not rows:
-            return None
-        row = rows[0]
-        authz_ids = [r[-1] for r in rows if r[-1] is not None]
-        return Order(
-            id=row[0], account_id=row[1], status=row[2], expires=row[3],
-            identifiers=[Identifier(i["type"], i["value"]) for i in row[4]], authorization_ids=authz_ids,
-            not_before=row[5], not_after=row[6], profile=row[7], error=row[8], certificate_id=row[9],
-            created_at=row[10], replaces=row[11],
-        )
+        return _order(rows) if rows else None
+
+    def open_orders_of_authorization(self, authz_id: str) -> list[Order]:
+        """Return the pending and ready orders that include ``authz_id``, in id order."""
+        by_order: dict[str, list[list[Any]]] = {}
+        for row in self.session.rows(_OPEN_ORDERS_OF_AUTHORIZATION, [authz_id]):
+            by_order.setdefault(row[0], []).append(row)
+        return [_order(rows) for rows in by_order.values()]
 
     def list_order_ids(self, account_id: str, *, after: str | None, limit: int) -> list[str]:
         """Ids of the account's orders that are not invalid, in id order (RFC 8555 §7.1.2.1)."""
@@ -304,9 +338,6 @@ class Repository:
         self.session.execute(_DEACTIVATE_PENDING_AUTHORIZATIONS, [account_id])
         return cancelled
 
-    def order_ids_for_authorization(self, authz_id: str) -> list[str]:
-        return self.session.scalars(_ORDER_IDS_FOR_AUTHORIZATION, [authz_id])
-
     def add_authorization(self, authz: Authorization) -> None:
         self.session.execute(_INSERT_AUTHORIZATION, [
             authz.id, authz.account_id, authz.identifier.type, authz.identifier.value, authz.wildcard, authz.status,
@@ -327,15 +358,12 @@ class Repository:
 
     def get_authorization(self, authz_id: str) -> Authorization | None:
         rows = self.session.rows(_AUTHORIZATION_WITH_CHALLENGES, [authz_id])
-        if not rows:
-            return None
-        row = rows[0]
-        width = len(_AUTHORIZATION_COLUMNS)
-        return Authorization(
-            id=row[0], account_id=row[1], identifier=Identifier(row[2], row[3]), wildcard=row[4], status=row[5],
-            expires=row[6], created_at=row[7],
-            challenges=[_challenge(r[width:]) for r in rows if r[width] is not None],
-        )
+        return _authorization(rows) if rows else None
+
+    def get_authorization_of_challenge(self, challenge_id: str) -> Authorization | None:
+        """Return the authorization that ``challenge_id`` belongs to, with all its challenges."""
+        rows = self.session.rows(_AUTHORIZATION_OF_CHALLENGE, [challenge_id])
+        return _authorization(rows) if rows else None
 
     def find_reusable_authorization(self, account_id: str, identifier: Identifier, wildcard: bool,
                                     valid_until: datetime) -> str | None:

@@ -393,7 +393,7 @@ async def begin_sqlite_write(pool: ConnectionPool) -> sqlite3.Connection:
     """Take SQLite's write lock with BEGIN IMMEDIATE on a connection from ``pool``, yielding while it is busy.
 
     BEGIN IMMEDIATE runs with the busy timeout turned off, so a taken lock
-    fails at once instead of sleeping the event loop's thread; the timeout is
+    fails at once instead of sleeping the event loop's thread. The timeout is
     restored for the statements that follow. The first retry follows a bare
     yield, the next ones wait 1 ms and then twice as long each time up to 10
     ms. After 30 seconds the SQLITE_BUSY error is raised, as the busy timeout
