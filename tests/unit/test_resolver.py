@@ -50,6 +50,16 @@ class ScriptedDnsServer(asyncio.DatagramProtocol):
             response.answer.append(dns.rrset.from_text(name, 60, "IN", "A", "192.0.2.1"))
         elif label == "dual":
             response.answer.append(dns.rrset.from_text(name, 60, "IN", "AAAA", "2001:db8::1"))
+        if label == "sections":
+            # What a resolver adds beyond the answer: an SOA for an empty answer,
+            # name servers and their addresses otherwise.
+            zone = name.split(".", 1)[1]
+            if is_a:
+                response.authority.append(dns.rrset.from_text(zone, 60, "IN", "NS", "ns1." + zone))
+                response.additional.append(dns.rrset.from_text("ns1." + zone, 60, "IN", "A", "198.51.100.53"))
+            else:
+                response.authority.append(dns.rrset.from_text(
+                    zone, 60, "IN", "SOA", f"ns1.{zone} hostmaster.{zone} 1 7200 900 1209600 60"))
 
         # Datagrams that arrive before the real response and must be ignored.
         if label == "junk":
@@ -87,7 +97,8 @@ def lookup(loop: asyncio.AbstractEventLoop, name: str, timeout: float = 2.0) -> 
     ("alias.devices.example.test", ["192.0.2.7"]),
     ("junk.devices.example.test", ["192.0.2.1"]),
     ("otherid.devices.example.test", ["192.0.2.1"]),
-], ids=["a-only", "ipv6-first", "cname-followed", "garbage-ignored", "other-id-ignored"])
+    ("sections.devices.example.test", ["192.0.2.1"]),
+], ids=["a-only", "ipv6-first", "cname-followed", "garbage-ignored", "other-id-ignored", "authority-and-additional"])
 def test_direct_lookup_addresses(loop: asyncio.AbstractEventLoop, name: str, expected: list[str]) -> None:
     assert lookup(loop, name) == expected
 
