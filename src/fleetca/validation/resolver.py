@@ -95,7 +95,7 @@ async def _lookup_direct(server: tuple[str, int], name: str, timeout: float) -> 
             await _exchange_udp(server, queries, responses)
             for n, response in enumerate(responses):
                 if response is not None and response.flags & dns.flags.TC:
-                    # The answer did not fit in a datagram; ask again over TCP.
+                    # The response did not fit in a datagram; ask again over TCP.
                     responses[n] = await dns.asyncquery.tcp(queries[n], server[0], timeout=timeout, port=server[1])
     except TimeoutError:
         pass
