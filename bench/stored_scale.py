@@ -25,7 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import create_engine, insert  # noqa: E402
 
-from fleetca.storage.tables import accounts, authorizations, certificates, challenges, orders  # noqa: E402
+from fleetca.storage.tables import (  # noqa: E402
+    accounts,
+    authorizations,
+    certificates,
+    challenges,
+    order_authorizations,
+    orders,
+)
 from tests.acme.test_flow import answer_http01  # noqa: E402
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv, free_port  # noqa: E402
 from tests.support.acme_client import AcmeClient, make_csr, new_key  # noqa: E402
@@ -86,7 +93,10 @@ def measure(server: FleetcaServer, flows: Flows, count: int, samples: int) -> tu
 
 
 def store_certificates(database_url: str, account_id: str, count: int) -> float:
-    """Insert ``count`` valid orders with their authorization, challenge and certificate; return seconds."""
+    """Insert ``count`` valid orders with their authorization, its link to the order, challenge and certificate.
+
+    Return the seconds it took.
+    """
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     now = datetime.now(UTC)
     started = time.perf_counter()
@@ -104,6 +114,8 @@ def store_certificates(database_url: str, account_id: str, count: int) -> float:
                 {"id": f"o{i}", "account_id": account_id, "status": "valid", "expires": now + timedelta(days=1),
                  "identifiers": [{"type": "dns", "value": f"s{i}.devices.example.test"}], "profile": "default",
                  "certificate_id": f"z{i}", "created_at": now} for i in ids])
+            conn.execute(insert(order_authorizations), [
+                {"order_id": f"o{i}", "authorization_id": f"a{i}", "position": 0} for i in ids])
             conn.execute(insert(certificates), [
                 {"id": f"z{i}", "serial": secrets.token_hex(19), "ca_name": "default", "account_id": account_id,
                  "order_id": f"o{i}", "der": FAKE_DER, "not_before": now, "not_after": now + timedelta(days=7),

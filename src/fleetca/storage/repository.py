@@ -121,10 +121,12 @@ _REVOCATIONS_SINCE = Statement(
     "SELECT ca_name, crl_shard, serial, revoked_at FROM certificates WHERE revoked_at >= ?",
     [X.revoked_at], [X.ca_name, X.crl_shard, X.serial, X.revoked_at])
 _HIGHEST_CRL_SHARD = Statement("SELECT max(crl_shard) FROM certificates WHERE ca_name = ?", [X.ca_name])
+# EXISTS looks the earlier replacing order up by its key; an IN list of all
+# failed orders would scan the orders table.
 _MARK_CERTIFICATE_REPLACED = Statement(
     "UPDATE certificates SET replaced_by_order = ? WHERE id = ? AND (replaced_by_order IS NULL "
-    "OR replaced_by_order = ? OR replaced_by_order IN (SELECT id FROM orders WHERE status = 'invalid' "
-    "OR (status IN ('pending', 'ready') AND expires <= ?)))",
+    "OR replaced_by_order = ? OR EXISTS (SELECT 1 FROM orders WHERE orders.id = certificates.replaced_by_order "
+    "AND (orders.status = 'invalid' OR (orders.status IN ('pending', 'ready') AND orders.expires <= ?))))",
     [X.replaced_by_order, X.id, X.replaced_by_order, O.expires])
 
 _ISSUING_CA_BY_NAME = select_by(issuing_cas, issuing_cas.c.name)

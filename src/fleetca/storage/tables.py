@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -55,7 +56,7 @@ accounts = Table(
     Column("status", String(16), nullable=False),
     Column("contact", JSON, nullable=False),
     Column("terms_agreed", Boolean, nullable=False, default=False),
-    Column("eab_key_id", String(64), nullable=True),
+    Column("eab_key_id", String(64), nullable=True, index=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("ca_name", "key_thumbprint", name="uq_accounts_ca_key"),
 )
@@ -98,6 +99,8 @@ order_authorizations = Table(
     Column("order_id", String(32), ForeignKey("orders.id"), primary_key=True),
     Column("authorization_id", String(32), ForeignKey("authorizations.id"), primary_key=True),
     Column("position", Integer, nullable=False),
+    # The orders of an authorization, which validation refreshes.
+    Index("ix_order_authorizations_authorization_id", "authorization_id"),
 )
 
 challenges = Table(
@@ -111,6 +114,10 @@ challenges = Table(
     Column("validated", DateTime(timezone=True), nullable=True),
     Column("error", JSON, nullable=True),
     Column("started_at", DateTime(timezone=True), nullable=True),
+    # Challenges left in processing, which a starting server resumes. The index
+    # is partial, so it holds only those.
+    Index("ix_challenges_processing", "status", sqlite_where=text("status = 'processing'"),
+          postgresql_where=text("status = 'processing'")),
 )
 
 certificates = Table(
