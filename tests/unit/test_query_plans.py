@@ -7,7 +7,7 @@ cost time in proportion to the number of certificates issued.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,10 +22,12 @@ STATEMENTS = {name: value for name, value in vars(repository).items() if isinsta
 
 
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> Database:
+def database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     url = sqlite_url(tmp_path_factory.mktemp("plans") / "plans.db")
     migrate(url)
-    return Database(url)
+    database = Database(url)
+    yield database
+    database.dispose()
 
 
 def query_plan(database: Database, statement: Statement) -> list[str]:
