@@ -22,10 +22,10 @@ from fleetca.acme import jws
 from fleetca.acme.context import AcmeContext
 from fleetca.acme.nonces import used_nonce
 from fleetca.acme.problems import AcmeProblem, malformed, method_not_allowed, not_found, unauthorized
-from fleetca.storage.repository import Repository
 from fleetca.acme.urls import Urls
 from fleetca.ca.registry import IssuingCa
 from fleetca.domain import Account
+from fleetca.storage.repository import Repository
 
 JOSE_CONTENT_TYPE = "application/jose+json"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
