@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -50,6 +51,14 @@ class ScriptedDnsServer(asyncio.DatagramProtocol):
             response.answer.append(dns.rrset.from_text(name, 60, "IN", "A", "192.0.2.1"))
         elif label == "dual":
             response.answer.append(dns.rrset.from_text(name, 60, "IN", "AAAA", "2001:db8::1"))
+        if label == "truncated":
+            # The AAAA response fits in a datagram. The A response does not, so its
+            # records are left out and TC is set, and no TCP listener answers the retry.
+            response.answer.clear()
+            if is_a:
+                response.flags |= dns.flags.TC
+            else:
+                response.answer.append(dns.rrset.from_text(name, 60, "IN", "AAAA", "2001:db8::2"))
         if label == "sections":
             # What a resolver adds beyond the answer: an SOA for an empty answer,
             # name servers and their addresses otherwise.
@@ -98,7 +107,9 @@ def lookup(loop: asyncio.AbstractEventLoop, name: str, timeout: float = 2.0) -> 
     ("junk.devices.example.test", ["192.0.2.1"]),
     ("otherid.devices.example.test", ["192.0.2.1"]),
     ("sections.devices.example.test", ["192.0.2.1"]),
-], ids=["a-only", "ipv6-first", "cname-followed", "garbage-ignored", "other-id-ignored", "authority-and-additional"])
+    ("truncated.devices.example.test", ["2001:db8::2"]),
+], ids=["a-only", "ipv6-first", "cname-followed", "garbage-ignored", "other-id-ignored", "authority-and-additional",
+        "truncated-type-alone-fails"])
 def test_direct_lookup_addresses(loop: asyncio.AbstractEventLoop, name: str, expected: list[str]) -> None:
     assert lookup(loop, name) == expected
 
