@@ -147,15 +147,12 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
     if parsed.url != request_url(ctx, request):
         raise unauthorized(f"JWS 'url' {parsed.url!r} does not match the request URL "
                            f"{request_url(ctx, request)!r}")
-    pending = None
+    nonce = parsed.nonce or ""
+    pending = PendingNonce(nonce, ctx.nonces.check(nonce, ctx.now()))
     if nonce_in_handler_transaction:
-        pending = PendingNonce(parsed.nonce or "", ctx.nonces.check(parsed.nonce or "", ctx.now()))
         request.state.pending_nonce = pending
-    else:
-        # Recording the nonce is one INSERT whose commit skips the fsync, because it
-        # changes nothing but the used-nonce table.
-        async with ctx.database.transaction_async(durable=False, single_statement=True) as repo:
-            ctx.nonces.consume(parsed.nonce or "", ctx.now(), repo)
+    elif not await _record_alone(ctx, pending):
+        raise used_nonce()
 
     if account is not None:
         request.state.account_id = account.id
@@ -164,7 +161,8 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
     if post_as_get_only and not parsed.is_post_as_get:
         # §6.3: resources that are only read take POST-as-GET, whose payload is empty.
         raise malformed("this resource is read with POST-as-GET; the JWS payload must be empty")
-    return AuthenticatedRequest(jws=parsed, key=key, account=account, ctx=ctx, pending_nonce=pending)
+    return AuthenticatedRequest(jws=parsed, key=key, account=account, ctx=ctx,
+                                pending_nonce=pending if nonce_in_handler_transaction else None)
 
 
 def add_common_headers(response: Response, ctx: AcmeContext, directory_url: str | None) -> None:
@@ -188,8 +186,11 @@ def add_common_headers(response: Response, ctx: AcmeContext, directory_url: str 
 _COMMON_HEADER_NAMES = frozenset({b"replay-nonce", b"cache-control", b"link"})
 
 
-async def _record_late(ctx: AcmeContext, pending: PendingNonce) -> bool:
-    """Record a nonce that the handler's transaction did not commit; False when it was already used."""
+async def _record_alone(ctx: AcmeContext, pending: PendingNonce) -> bool:
+    """Record a nonce as used in a transaction of its own; return False when it was already used.
+
+    The commit skips the fsync, because it changes nothing but the used-nonce table.
+    """
     try:
         async with ctx.database.transaction_async(durable=False, single_statement=True) as repo:
             ctx.nonces.record(repo, pending.value, pending.issued_at)
@@ -221,10 +222,11 @@ def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             request_log.exception("unhandled error", extra={"path": request.url.path})
             problem_type = "serverInternal"
             response = problem_response(AcmeProblem("serverInternal", "internal server error; the event was logged"))
+        # A handler that failed may have rolled back the transaction that recorded its nonce.
         pending: PendingNonce | None = request.state.pending_nonce
-        if pending is not None and not (pending.recorded and problem_type is None):
+        if pending is not None and (problem_type is not None or not pending.recorded):
             try:
-                fresh = await _record_late(ctx, pending)
+                fresh = await _record_alone(ctx, pending)
             except Exception:
                 request_log.exception("recording a used nonce failed", extra={"path": request.url.path})
                 problem_type = "serverInternal"

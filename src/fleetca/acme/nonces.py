@@ -40,12 +40,9 @@ class NonceService:
         body = struct.pack(">Q", int(now.timestamp())) + os.urandom(8)
         return b64url_encode(body + hmac.new(self._key, body, sha256).digest()[:16])
 
-    def consume(self, nonce: str, now: datetime, repo: Repository | None = None) -> None:
-        """Accept ``nonce`` once, or raise badNonce; ``repo`` records it in a transaction already open."""
+    def consume(self, nonce: str, now: datetime) -> None:
+        """Accept ``nonce`` once, or raise badNonce, recording it in a transaction of its own."""
         issued_at = self.check(nonce, now)
-        if repo is not None:
-            self.record(repo, nonce, issued_at)
-            return
         # A used nonce lost to a power cut could be replayed once at most, and only
         # within its lifetime. That risk does not justify an fsync on every request.
         with self.database.transaction(durable=False) as new_repo:
