@@ -78,15 +78,15 @@ ACME_PREFIX = "/acme/{ca}"
 
 
 def _routes(endpoints: dict[str, Endpoint]) -> list[Route]:
-    return [Route(ACME_PREFIX + path, endpoints[path], methods=ALL_METHODS) for path, _ in _RESOURCES]
+    return [Route(ACME_PREFIX + path, endpoint, methods=ALL_METHODS) for path, endpoint in endpoints.items()]
 
 
 class AcmeRouter:
-    """Finds the endpoint of an ACME resource path, as the Starlette routes above would match it.
+    """Table that finds the endpoint of an ACME resource path, as the Starlette routes above would match it.
 
     A path is ``/acme/{ca}/`` and one of the resource paths, each ``{name}``
-    matching one segment that is not empty. Paths that match nothing go to
-    Starlette, which answers them as before.
+    matching one segment that is not empty. Paths that match nothing go on to
+    Starlette's routes.
     """
 
     def __init__(self, endpoints: dict[str, Endpoint]) -> None:

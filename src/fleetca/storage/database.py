@@ -102,7 +102,7 @@ class Database:
         makes every commit before it durable as well.
         """
         pool = self._durable_pool if durable else self._fast_pool
-        with contextmanager(open_transaction)(pool, self.dialect, write=True) as session:
+        with contextmanager(open_transaction)(pool, self.dialect) as session:
             yield Repository(session)
 
     def transaction_async(self, *, durable: bool, single_statement: bool = False) -> AsyncTransaction:

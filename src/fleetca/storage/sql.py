@@ -365,19 +365,18 @@ def release_after_failure(pool: ConnectionPool, connection: Any) -> None:
         pool.release(connection)
 
 
-def open_transaction(pool: ConnectionPool, dialect: Dialect, *, write: bool) -> Iterator[Session]:
-    """Yield a :class:`Session` in a new transaction, committed when the body returns and rolled back if it raises.
+def open_transaction(pool: ConnectionPool, dialect: Dialect) -> Iterator[Session]:
+    """Yield a :class:`Session` in a new write transaction, committed when the body returns, rolled back if it raises.
 
-    On SQLite a write transaction starts with BEGIN IMMEDIATE, which takes the
+    On SQLite the transaction starts with BEGIN IMMEDIATE, which takes the
     write lock up front, so two writers queue on the busy timeout instead of
-    failing later with "database is locked". A read starts with a deferred
-    BEGIN, which in WAL mode takes no lock and reads the last committed state.
-    PostgreSQL starts a transaction at the first statement.
+    failing later with "database is locked". PostgreSQL starts a transaction
+    at the first statement.
     """
     connection = pool.acquire()
     try:
         if dialect is SQLITE:
-            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            connection.execute("BEGIN IMMEDIATE")
         yield Session(connection, dialect)
         connection.commit()
     except BaseException:
