@@ -53,14 +53,14 @@ class ScriptedDnsServer(asyncio.DatagramProtocol):
             response.answer.append(dns.rrset.from_text(name, 60, "IN", "AAAA", "2001:db8::1"))
         if label == "truncated":
             # The AAAA response fits in a datagram. The A response does not, so its
-            # records are left out and TC is set, and no TCP listener answers the retry.
+            # records are left out and TC is set, and no TCP listener accepts the retry.
             response.answer.clear()
             if is_a:
                 response.flags |= dns.flags.TC
             else:
                 response.answer.append(dns.rrset.from_text(name, 60, "IN", "AAAA", "2001:db8::2"))
         if label == "sections":
-            # What a resolver adds beyond the answer: an SOA for an empty answer,
+            # What a resolver adds beyond the answer section: an SOA for an empty answer,
             # name servers and their addresses otherwise.
             zone = name.split(".", 1)[1]
             if is_a:
