@@ -26,9 +26,17 @@ from cryptography.hazmat.primitives import serialization
 
 from acme_client import make_devices
 from loadgen import LoadResult, run_load
-from procstat import machine_busy_seconds, peak_rss_bytes, tree_cpu_seconds
+from procstat import largest_resident_bytes, machine_busy_seconds, peak_rss_bytes, tree_cpu_seconds
 from profiling import PySpyRecorder, summarize
-from report import Measurement, combine, ratios_table, results_table, statements_table, target_lines
+from report import (
+    Measurement,
+    combine,
+    memory_table,
+    ratios_table,
+    results_table,
+    statements_table,
+    target_lines,
+)
 from responder import Http01Responder
 from servers import (
     DEVICE_DOMAIN,
@@ -45,6 +53,10 @@ from servers import (
 
 ALL_SERVERS = ("fleetca-sqlite", "fleetca-postgres", "pebble", "caddy")
 log = logging.getLogger("bench")
+
+
+# Devices whose DNS questions are counted after a run; the count is scaled to all devices.
+DNS_COUNT_SAMPLE = 1000
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -86,6 +98,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--pg-statements", action="store_true",
                         help="count the SQL statements fleetca-postgres sends, from PostgreSQL's log; logging "
                              "them costs CPU, so such a run is not for comparison")
+    parser.add_argument("--memory-every", type=float, default=0.0, metavar="SECONDS",
+                        help="every SECONDS of the timed flows, sample the resident memory of the server's "
+                             "largest process and the server's CPU time, then print how both changed over the "
+                             "run (default: off)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory with server logs")
 
     args = parser.parse_args(argv)
@@ -190,8 +206,15 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
     cpu_before = tree_cpu_seconds(server.pid)
     machine_before = machine_busy_seconds()
     dns_before = tree_cpu_seconds(dns.process.pid)
+    memory: list[tuple[int, float, float]] = []
+
+    def sample_memory(flows_done: int) -> None:
+        memory.append((flows_done, largest_resident_bytes(server.pid) / 2**20,
+                       tree_cpu_seconds(server.pid) + sum(server.database_cpu_seconds().values())))
+
     load = await run_load(server.directory_url, server.ca_file, devices, args.concurrency, responder,
-                          args.time_limit)
+                          args.time_limit, watch=sample_memory if args.memory_every > 0 else None,
+                          watch_every=args.memory_every)
     machine_after = machine_busy_seconds()
     dns_cpu = tree_cpu_seconds(dns.process.pid) - dns_before
     cpu_after = tree_cpu_seconds(server.pid)
@@ -216,7 +239,10 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         errors.append(f"stopped after the time limit of {args.time_limit:.0f} s or more than {args.concurrency} "
                       f"failed flows in a row; {load.unstarted} flows never started")
     errors += check_certificates(load)
-    dns_queries = sum(dns.query_count(d.name) for d in devices)
+    # The DNS server's history is searched per name, at a cost that grows with
+    # its length, so a long run counts the queries of an even sample of devices.
+    sample = devices[::max(1, len(devices) // DNS_COUNT_SAMPLE)]
+    dns_queries = round(sum(dns.query_count(d.name) for d in sample) * len(devices) / len(sample))
     return Measurement(
         server=server.name, version=server.version(), issued=len(load.issued), failed=len(load.failed),
         wall_seconds=load.wall_seconds, latencies_ms=[f.seconds * 1000 for f in load.issued],
@@ -226,7 +252,7 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         bad_nonce_retries=load.bad_nonce_retries, responder_answers=responder.counts.answered,
         responder_rejects=responder.counts.wrong_host + responder.counts.unknown, dns_queries=dns_queries,
         certificates_checked=len(load.issued), load_average=load_average, other_cpu_seconds=other_cpu,
-        dns_cpu_seconds=dns_cpu, database_statements=statements,
+        dns_cpu_seconds=dns_cpu, database_statements=statements, memory_samples=memory,
         errors=errors,
     )
 
@@ -314,6 +340,9 @@ def main(argv: list[str]) -> int:
     print()
     if args.pg_statements:
         print(statements_table(measurements))
+    if args.memory_every > 0:
+        print(memory_table(rounds))
+        print()
     for line in target_lines(measurements):
         print(line)
     if args.json:

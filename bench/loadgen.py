@@ -23,6 +23,7 @@ import json
 import resource
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from acme_client import AcmeError, AcmeSession, Device, b64url
@@ -165,11 +166,14 @@ async def _worker(shared: _Shared, origin: str, directory_url: str, ca_file: str
 
 
 async def run_load(directory_url: str, ca_file: str, devices: list[Device], concurrency: int,
-                   responder: Http01Responder, time_limit: float) -> LoadResult:
+                   responder: Http01Responder, time_limit: float,
+                   watch: Callable[[int], None] | None = None, watch_every: float = 0.0) -> LoadResult:
     """Run every device's flow with ``concurrency`` workers.
 
     No new flow starts after ``time_limit`` seconds, or after more than
-    ``concurrency`` flows in a row have failed.
+    ``concurrency`` flows in a row have failed. When ``watch`` is given, it is
+    called with the number of finished flows every ``watch_every`` seconds
+    and once at the end.
     """
     scheme, _, netloc = directory_url.split("/", 3)[:3]
     origin = f"{scheme}//{netloc}"
@@ -178,9 +182,16 @@ async def run_load(directory_url: str, ca_file: str, devices: list[Device], conc
     sessions: list[AcmeSession] = []
     cpu_before = _own_cpu_seconds()
     started = time.monotonic()
-    await asyncio.gather(*(_worker(shared, origin, directory_url, ca_file, responder,
-                                   sessions) for _ in range(concurrency)))
+    watcher = asyncio.create_task(_watch(shared, watch, watch_every)) if watch and watch_every > 0 else None
+    try:
+        await asyncio.gather(*(_worker(shared, origin, directory_url, ca_file, responder,
+                                       sessions) for _ in range(concurrency)))
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     wall = time.monotonic() - started
+    if watch is not None:
+        watch(len(shared.results))
     return LoadResult(
         flows=sorted(shared.results, key=lambda f: f.started),
         wall_seconds=wall,
@@ -190,6 +201,12 @@ async def run_load(directory_url: str, ca_file: str, devices: list[Device], conc
         stopped_early=shared.stopped_early,
         unstarted=len(shared.queue),
     )
+
+
+async def _watch(shared: _Shared, watch: Callable[[int], None], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        watch(len(shared.results))
 
 
 def _own_cpu_seconds() -> float:

@@ -64,6 +64,22 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
+def resident_bytes(pid: int) -> int:
+    """Return VmRSS, the current resident set size of ``pid``, or 0 when it has exited."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def largest_resident_bytes(pid: int) -> int:
+    """Return the largest VmRSS among ``pid`` and its live descendants (the busiest worker of a server)."""
+    return max(resident_bytes(p) for p in [pid, *descendants(pid)])
+
+
 def total_cpu_seconds(pids: list[int]) -> dict[int, float]:
     """Return the CPU seconds of each pid that is still alive."""
     return {pid: process_cpu_seconds(pid) for pid in pids if _stat_fields(pid) is not None}

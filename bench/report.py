@@ -34,6 +34,9 @@ class Measurement:
     other_cpu_seconds: float  # CPU of the kernel and every process not listed here during the timed phase
     dns_cpu_seconds: float
     database_statements: dict[str, int] = field(default_factory=dict)  # by kind, when counted
+    # (flows finished, MiB resident in the server's largest process, server CPU seconds so far),
+    # sampled during the timed flows
+    memory_samples: list[tuple[int, float, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     round_rates: list[float] = field(default_factory=list)  # certificates/s of each round, when combined
 
@@ -125,6 +128,43 @@ def statements_table(measurements: list[Measurement]) -> str:
         lines += [f"| {kind} | {count / m.issued:.1f} |" for kind, count in ordered]
         lines.append("")
     return "\n".join(lines)
+
+
+def memory_table(rounds: list[Measurement]) -> str:
+    """Resident memory of each round's server over its timed flows, its growth in the second half, and CPU drift.
+
+    The CPU columns compare the server's CPU per certificate in the first and
+    the last tenth of the samples, to show a cost that grows with the run.
+    """
+    lines = ["| server | flows | samples | MiB after the first sample | MiB at the end | peak MiB "
+             "| MiB per 10,000 flows, second half | CPU ms/cert, first tenth | CPU ms/cert, last tenth |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in rounds:
+        samples = m.memory_samples
+        if len(samples) < 10:
+            continue
+        half = [(s[0], s[1]) for s in samples if s[0] >= samples[-1][0] / 2]
+        slope = _slope(half) * 10_000 if len(half) >= 2 else float("nan")
+        tenth = len(samples) // 10
+        first = _cpu_ms_per_flow(samples[0], samples[tenth])
+        last = _cpu_ms_per_flow(samples[-1 - tenth], samples[-1])
+        lines.append(f"| {m.server} | {samples[-1][0]} | {len(samples)} | {samples[0][1]:.1f} | {samples[-1][1]:.1f} "
+                     f"| {max(s[1] for s in samples):.1f} | {slope:+.2f} | {first:.2f} | {last:.2f} |")
+    return "\n".join(lines) if len(lines) > 2 else "(too few memory samples: lower --memory-every or raise --count)"
+
+
+def _cpu_ms_per_flow(start: tuple[int, float, float], end: tuple[int, float, float]) -> float:
+    flows = end[0] - start[0]
+    return (end[2] - start[2]) * 1000 / flows if flows > 0 else float("nan")
+
+
+def _slope(points: list[tuple[int, float]]) -> float:
+    """Least-squares slope of y over x."""
+    n = len(points)
+    mean_x = sum(p[0] for p in points) / n
+    mean_y = sum(p[1] for p in points) / n
+    spread = sum((p[0] - mean_x) ** 2 for p in points)
+    return sum((p[0] - mean_x) * (p[1] - mean_y) for p in points) / spread if spread else 0.0
 
 
 def ratios_table(measurements: list[Measurement]) -> str:
