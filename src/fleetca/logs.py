@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+import orjson
+
 
 class JsonFormatter(logging.Formatter):
     """Formats a record as JSON, merging the ``event`` or ``audit`` dict passed in ``extra``."""
@@ -24,7 +26,10 @@ class JsonFormatter(logging.Formatter):
                 entry.update(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:
+            return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # orjson rejects integers beyond 64 bits
+            return json.dumps(entry, default=str)
 
 
 def configure_logging(level: str = "info") -> None:

@@ -7,13 +7,13 @@ Link to the directory to every response, and logs one event per request.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
+import orjson
 from jwcrypto import jwk
 from starlette.requests import Request
 from starlette.responses import Response
@@ -71,13 +71,13 @@ class AuthenticatedRequest:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status,
+    return Response(orjson.dumps(body), status_code=status,
                     media_type="application/json", headers=headers)
 
 
 def problem_response(problem: AcmeProblem) -> Response:
     headers = dict(problem.headers)
-    return Response(json.dumps(problem.to_json(), separators=(",", ":")), status_code=problem.status,
+    return Response(orjson.dumps(problem.to_json()), status_code=problem.status,
                     media_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 

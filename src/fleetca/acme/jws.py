@@ -13,11 +13,11 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -85,8 +85,8 @@ class ParsedJws:
     def payload_json(self) -> dict[str, Any]:
         """Decode the payload as a JSON object, raising malformed otherwise."""
         try:
-            value = json.loads(self.payload_bytes)
-        except (ValueError, UnicodeDecodeError) as exc:
+            value = orjson.loads(self.payload_bytes)
+        except ValueError as exc:
             raise malformed("JWS payload is not valid JSON") from exc
         if not isinstance(value, dict):
             raise malformed("JWS payload must be a JSON object")
@@ -96,8 +96,10 @@ class ParsedJws:
 def parse_flattened(body: bytes | str, *, require_nonce: bool = True) -> ParsedJws:
     """Parse a flattened JWS JSON serialization and check its protected header."""
     try:
-        outer = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # orjson raises a ValueError for invalid UTF-8, lone surrogates, NaN
+        # and nesting deeper than 1,024 levels.
+        outer = orjson.loads(body)
+    except ValueError as exc:
         raise malformed("request body is not valid JSON") from exc
     if not isinstance(outer, dict):
         raise malformed("request body must be a JWS JSON object")
@@ -114,8 +116,8 @@ def parse_flattened(body: bytes | str, *, require_nonce: bool = True) -> ParsedJ
 
     protected_bytes = b64url_decode(outer["protected"], "JWS protected header")
     try:
-        protected = json.loads(protected_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
+        protected = orjson.loads(protected_bytes)
+    except ValueError as exc:
         raise malformed("JWS protected header is not valid JSON") from exc
     if not isinstance(protected, dict):
         raise malformed("JWS protected header must be a JSON object")
@@ -167,7 +169,7 @@ def import_account_key(key: dict[str, Any], alg: str) -> jwk.JWK:
     Parsed keys are cached, because every request of an account carries the same key.
     """
     try:
-        canonical = json.dumps(key, sort_keys=True)
+        canonical = orjson.dumps(key, option=orjson.OPT_SORT_KEYS)
     except (TypeError, ValueError) as exc:
         raise AcmeProblem("badPublicKey", "JWK could not be parsed as a public key") from exc
     return _import_account_key(canonical, alg)
@@ -176,8 +178,8 @@ def import_account_key(key: dict[str, Any], alg: str) -> jwk.JWK:
 # Bounded so that memory stays flat however many devices enroll; a flow reuses its
 # account key within seconds, long before it would be evicted.
 @functools.lru_cache(maxsize=512)
-def _import_account_key(canonical: str, alg: str) -> jwk.JWK:
-    key = json.loads(canonical)
+def _import_account_key(canonical: bytes, alg: str) -> jwk.JWK:
+    key = orjson.loads(canonical)
     check_account_alg(alg)
     kty, crv = ACCOUNT_KEY_ALGORITHMS[alg]
     if key.get("kty") != kty or (crv is not None and key.get("crv") != crv):
@@ -269,10 +271,12 @@ def _public_key(key: jwk.JWK) -> Any:
 
 
 def _verify_ecdsa(hash_algorithm: hashes.HashAlgorithm) -> Callable[[Any, bytes, bytes], None]:
+    algorithm = ec.ECDSA(hash_algorithm)  # immutable, so built once
+
     def verify(public_key: Any, signing_input: bytes, signature: bytes) -> None:
         half = len(signature) // 2
         der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
-        public_key.verify(der, signing_input, ec.ECDSA(hash_algorithm))
+        public_key.verify(der, signing_input, algorithm)
     return verify
 
 

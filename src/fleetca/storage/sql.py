@@ -18,7 +18,6 @@ through either path read back the same through both:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import threading
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import orjson
 from sqlalchemy import JSON, Boolean, Column, DateTime, Table
 
 # Exceptions that a unique or foreign-key violation raises, per driver.
@@ -68,11 +68,11 @@ def _sqlite_read_datetime(value: str | None) -> datetime | None:
 
 
 def _sqlite_write_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _sqlite_read_json(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    return None if value is None else orjson.loads(value)
 
 
 def _sqlite_write_bool(value: bool | None) -> int | None:
