@@ -1,0 +1,106 @@
+"""The benchmark's arithmetic: percentiles, pooled rounds, targets and the memory table."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from procstat import largest_resident_bytes, resident_bytes  # noqa: E402
+from report import Measurement, combine, memory_table, target_lines  # noqa: E402
+
+
+def measurement(server: str, *, issued: int = 100, wall: float = 1.0, cpu: float = 0.5, database: float = 0.0,
+                latencies: list[float] | None = None,
+                memory: list[tuple[int, float, float]] | None = None) -> Measurement:
+    return Measurement(
+        server=server, version="test", issued=issued, failed=0, wall_seconds=wall,
+        latencies_ms=latencies if latencies is not None else [10.0] * issued,
+        server_cpu_seconds=cpu, database_cpu_seconds=database, peak_rss_bytes=50 * 2**20,
+        generator_cpu_seconds=0.1, requests=8 * issued, connects=16, bad_nonce_retries=0,
+        responder_answers=issued, responder_rejects=0, dns_queries=2 * issued, certificates_checked=issued,
+        load_average=0.1, other_cpu_seconds=0.0, dns_cpu_seconds=0.0, memory_samples=memory or [])
+
+
+@pytest.mark.parametrize(("percentile", "expected"), [
+    pytest.param(50, 50.0, id="median-is-the-50th-of-100"),
+    pytest.param(99, 99.0, id="p99-is-the-99th-of-100"),
+    pytest.param(100, 100.0, id="p100-is-the-largest"),
+    pytest.param(1, 1.0, id="p1-is-the-smallest"),
+])
+def test_percentile_nearest_rank(percentile: float, expected: float) -> None:
+    latencies = [float(n) for n in range(100, 0, -1)]  # unordered on purpose
+    assert measurement("pebble", latencies=latencies).latency_percentile_ms(percentile) == expected
+
+
+def test_combine_adds_rounds() -> None:
+    first = measurement("fleetca-sqlite", issued=100, wall=2.0, cpu=0.4)
+    second = measurement("fleetca-sqlite", issued=300, wall=2.0, cpu=1.6)
+    pooled = combine([first, second])
+    assert pooled.issued == 400
+    assert pooled.certificates_per_second == 100.0
+    assert pooled.cpu_ms_per_certificate() == pytest.approx(5.0)
+    assert pooled.round_rates == [50.0, 150.0]
+
+
+@pytest.mark.parametrize(("fleetca_cpu", "fleetca_wall", "cpu_verdict", "rate_verdict"), [
+    pytest.param(0.3, 0.4, "met", "met", id="less-cpu-and-twice-the-rate"),
+    pytest.param(0.5, 0.4, "met", "met", id="equal-cpu-counts-as-met"),
+    pytest.param(0.6, 0.4, "not met", "met", id="more-cpu"),
+    pytest.param(0.3, 0.6, "met", "not met", id="under-twice-the-rate"),
+])
+def test_target_verdicts(fleetca_cpu: float, fleetca_wall: float, cpu_verdict: str, rate_verdict: str) -> None:
+    # Pebble: 5 ms per certificate. Caddy: 100 certificates/s, so the rate target is 200/s.
+    runs = [measurement("fleetca-sqlite", cpu=fleetca_cpu, wall=fleetca_wall),
+            measurement("pebble", cpu=0.5), measurement("caddy", wall=1.0)]
+    lines = target_lines(runs)
+    assert lines[0].endswith(f": {cpu_verdict}")
+    assert lines[1].endswith(f": {rate_verdict}")
+
+
+def test_target_database_cpu_counts() -> None:
+    runs = [measurement("fleetca-postgres", cpu=0.4, database=0.2), measurement("pebble", cpu=0.5)]
+    assert target_lines(runs) == [
+        "fleetca-postgres: CPU per certificate 6.0 ms, target at most Pebble's 5.0 ms: not met"]
+
+
+def test_memory_table_flat_and_growing() -> None:
+    # 20 samples, 1,000 flows apart, at 2 ms of CPU per flow. The growing run adds
+    # 1 MiB per 10,000 flows throughout. The flat one grows only in its first half.
+    flat = [(n * 1000, 100.0 + min(n, 10) * 0.5, n * 2.0) for n in range(1, 21)]
+    growing = [(n * 1000, 100.0 + n * 0.1, n * 2.0) for n in range(1, 21)]
+    table = memory_table([measurement("fleetca-sqlite", memory=flat), measurement("fleetca-postgres", memory=growing)])
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert len(rows) == 2
+    flat_row, growing_row = rows
+    assert flat_row[1:7] == ["20000", "20", "100.5", "105.0", "105.0", "+0.00"]
+    assert growing_row[6] == "+1.00"
+    assert flat_row[7] == "2.00"
+    assert flat_row[8].rstrip(" |") == "2.00"
+
+
+def test_memory_table_cpu_drift() -> None:
+    # CPU per flow doubles from 2 to 4 ms between the first and the last tenth.
+    samples = [(n * 1000, 100.0, n * 2.0 if n <= 10 else 20.0 + (n - 10) * 4.0) for n in range(1, 21)]
+    row = memory_table([measurement("fleetca-sqlite", memory=samples)]).splitlines()[2].split(" | ")
+    assert row[7] == "2.00"
+    assert row[8].rstrip(" |") == "4.00"
+
+
+def test_memory_table_too_few_samples() -> None:
+    samples = [(n * 1000, 100.0, n * 2.0) for n in range(1, 5)]
+    assert memory_table([measurement("caddy", memory=samples)]).startswith("(too few memory samples")
+
+
+def test_resident_bytes_of_this_process() -> None:
+    own = resident_bytes(os.getpid())
+    assert own > 10 * 2**20  # a Python process with pytest loaded
+    assert largest_resident_bytes(os.getpid()) >= own
+
+
+def test_resident_bytes_of_exited_process() -> None:
+    assert resident_bytes(2**22 + 12345) == 0  # above the kernel's default pid_max
