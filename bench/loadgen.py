@@ -22,8 +22,8 @@ import asyncio
 import json
 import resource
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from acme_client import AcmeError, AcmeSession, Device, b64url
