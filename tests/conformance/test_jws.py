@@ -57,6 +57,12 @@ MALFORMED_BODIES: dict[str, BodyCase] = {
     "protected-not-json": lambda c: json.dumps({**valid_jws(c), "protected": b64url(b"{not json")}),
     "protected-not-object": lambda c: json.dumps(flattened(b64url(b"[1]"), b"", c.key, "ES256")),
     "signature-not-base64url": lambda c: json.dumps({**valid_jws(c), "signature": "***"}),
+    "invalid-utf8": lambda c: b"\xff\xfe" + json.dumps(valid_jws(c)).encode(),
+    "nan": lambda c: b"NaN",
+    "nested-2000-deep": lambda c: b"[" * 2000 + b"]" * 2000,
+    # Signed correctly, so only the unpaired surrogate in an unknown header field is wrong.
+    "protected-lone-surrogate": lambda c: json.dumps(flattened(kid_header(c, c.account_url, note="\ud800"), b"",
+                                                               c.key, "ES256")),
 }
 
 
