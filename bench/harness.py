@@ -29,8 +29,10 @@ from loadgen import LoadResult, run_load
 from procstat import largest_resident_bytes, machine_busy_seconds, peak_rss_bytes, tree_cpu_seconds
 from profiling import PySpyRecorder, summarize
 from report import (
+    FLEETCA_SERVERS,
     Measurement,
     combine,
+    comparison_table,
     memory_table,
     ratios_table,
     results_table,
@@ -89,6 +91,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="git commit of fleetca to run, exported with git archive, or 'worktree' for the "
                              "work tree's src/ as it is (default HEAD)")
 
+    parser.add_argument("--compare-ref", metavar="REF",
+                        help="also run each fleetca server from this commit (or 'worktree') in every round, "
+                             "next to the --fleetca-ref one and in alternating order, and print the two CPU "
+                             "costs side by side; for judging a change smaller than the spread between runs")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="profile fleetca during its timed flows into DIR: NAME.roundN.cpu.txt samples CPU "
@@ -113,16 +119,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--count, --concurrency and --rounds must be at least 1")
     if args.warmup is None:
         args.warmup = args.concurrency
+    if args.compare_ref is not None and args.compare_ref == args.fleetca_ref:
+        parser.error("--compare-ref names the same source as --fleetca-ref")
     return args
 
 
 def make_server(name: str, args: argparse.Namespace, workdir: Path, dns_address: str,
-                source: FleetcaSource) -> ServerUnderTest:
+                source: FleetcaSource, label: str | None = None) -> ServerUnderTest:
     if name == "fleetca-sqlite":
-        return FleetcaServer(workdir, dns_address, args.http01_port, source, workers=args.fleetca_workers)
+        return FleetcaServer(workdir, dns_address, args.http01_port, source, workers=args.fleetca_workers,
+                             label=label)
     if name == "fleetca-postgres":
         return FleetcaPostgresServer(workdir, dns_address, args.http01_port, source, args.postgres_url,
-                                     workers=args.fleetca_workers)
+                                     workers=args.fleetca_workers, label=label)
     if name == "pebble":
         return PebbleServer(workdir, dns_address, args.http01_port)
     return CaddyServer(workdir, dns_address, args.http01_port)
@@ -281,6 +290,10 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
     log.info("work directory %s; machine: %s", workdir, machine_description())
     source = FleetcaSource(Path(__file__).resolve().parent.parent, args.fleetca_ref, workdir)
     log.info("fleetca: %s", source.description)
+    compared = None
+    if args.compare_ref:
+        compared = FleetcaSource(Path(__file__).resolve().parent.parent, args.compare_ref, workdir)
+        log.info("fleetca to compare: %s", compared.description)
     dns = DnsServer(workdir, args.dns_port)
     responder = Http01Responder(LOOPBACK, args.http01_port)
     measurements: list[Measurement] = []
@@ -289,8 +302,10 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
         await dns.wait_ready()
         await responder.start()
         for round_number in range(1, args.rounds + 1):
-            for name in args.servers:
-                server = make_server(name, args, workdir / f"round{round_number}", dns.address, source)
+            for name, server_source, label in runs_of_round(args.servers, round_number, source, compared):
+                server = make_server(name, args, workdir / f"round{round_number}", dns.address, server_source,
+                                     label)
+                name = server.name
                 if args.profile and isinstance(server, FleetcaServer):
                     server.profile_cpu(args.profile.resolve() / f"{name}.round{round_number}.cpu.txt")
                 if args.pg_statements and isinstance(server, FleetcaPostgresServer):
@@ -318,13 +333,31 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
     return measurements
 
 
+def runs_of_round(servers: list[str], round_number: int, source: FleetcaSource,
+                  compared: FleetcaSource | None) -> list[tuple[str, FleetcaSource, str | None]]:
+    """List the servers of one round in order: each fleetca server once per source, the compared one labelled.
+
+    The two sources of a fleetca server run back to back, and swap places every
+    round, so that a machine that slows down during the run favours neither.
+    """
+    runs: list[tuple[str, FleetcaSource, str | None]] = []
+    for name in servers:
+        pair = [(name, source, None)]
+        if compared is not None and name in FLEETCA_SERVERS:
+            pair.append((name, compared, compared.label))
+            if round_number % 2 == 0:
+                pair.reverse()
+        runs += pair
+    return runs
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     rounds = asyncio.run(run(args))
-    measurements = [combine([r for r in rounds if r.server == name]) for name in args.servers
-                    if any(r.server == name for r in rounds)]
+    names = list(dict.fromkeys(r.server for r in rounds))
+    measurements = [combine([r for r in rounds if r.server == name]) for name in names]
 
     print()
     print(f"bench/run {' '.join(argv)}")
@@ -340,6 +373,9 @@ def main(argv: list[str]) -> int:
     print()
     if args.pg_statements:
         print(statements_table(measurements))
+    if args.compare_ref:
+        print(comparison_table(rounds))
+        print()
     if args.memory_every > 0:
         print(memory_table(rounds))
         print()

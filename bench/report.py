@@ -130,8 +130,30 @@ def statements_table(measurements: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(rounds: list[Measurement]) -> str:
+    """Tabulate the CPU per certificate of each fleetca server from its two sources, by round and pooled.
+
+    A compared run is named ``SERVER@LABEL`` (see bench/run --compare-ref).
+    The ratio is the compared source's CPU per certificate divided by the
+    other's, so below 1 means the compared source costs less.
+    """
+    lines = ["| server | compared with | CPU ms/cert per round | compared CPU ms/cert per round | pooled ratio |",
+             "|---|---|---|---|---|"]
+    for name in FLEETCA_SERVERS:
+        base = [r for r in rounds if r.server == name and r.issued]
+        for other in dict.fromkeys(r.server for r in rounds if r.server.startswith(f"{name}@")):
+            compared = [r for r in rounds if r.server == other and r.issued]
+            if not base or not compared:
+                continue
+            ratio = combine(compared).cpu_ms_per_certificate() / combine(base).cpu_ms_per_certificate()
+            lines.append(f"| {name} | {other.split('@', 1)[1]} "
+                         f"| {' '.join(f'{r.cpu_ms_per_certificate():.2f}' for r in base)} "
+                         f"| {' '.join(f'{r.cpu_ms_per_certificate():.2f}' for r in compared)} | {ratio:.3f} |")
+    return "\n".join(lines) if len(lines) > 2 else "(nothing to compare: no fleetca run of both sources issued)"
+
+
 def memory_table(rounds: list[Measurement]) -> str:
-    """Resident memory of each round's server over its timed flows, its growth in the second half, and CPU drift.
+    """Tabulate each round's server memory over its timed flows, its growth in the second half, and CPU drift.
 
     The CPU columns compare the server's CPU per certificate in the first and
     the last tenth of the samples, to show a cost that grows with the run.
@@ -159,7 +181,7 @@ def _cpu_ms_per_flow(start: tuple[int, float, float], end: tuple[int, float, flo
 
 
 def _slope(points: list[tuple[int, float]]) -> float:
-    """Least-squares slope of y over x."""
+    """Return the least-squares slope of y over x."""
     n = len(points)
     mean_x = sum(p[0] for p in points) / n
     mean_y = sum(p[1] for p in points) / n

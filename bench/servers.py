@@ -197,6 +197,7 @@ class FleetcaSource:
     def __init__(self, repository: Path, ref: str, workdir: Path) -> None:
         if ref == "worktree":
             self.src = repository / "src"
+            self.label = "worktree"
             self.description = f"work tree of {repository} at {_git(repository, 'rev-parse', '--short', 'HEAD')}"
             dirty = _git(repository, "status", "--porcelain", "--", "src")
             if dirty:
@@ -204,12 +205,15 @@ class FleetcaSource:
             return
         commit = _git(repository, "rev-parse", "--short", f"{ref}^{{commit}}")
         target = workdir / f"fleetca-{commit}"
+        self.src = target / "src"
+        self.description = f"commit {commit}"
+        self.label = commit
+        if target.exists():  # the other source of the run names the same commit
+            return
         target.mkdir()
         archive = subprocess.run(["git", "archive", "--format=tar", commit, "src"], cwd=repository,
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-        self.src = target / "src"
-        self.description = f"commit {commit}"
 
 
 def _git(repository: Path, *args: str) -> str:
@@ -223,7 +227,10 @@ class FleetcaServer(ServerUnderTest):
     name = "fleetca-sqlite"
 
     def __init__(self, workdir: Path, dns_address: str, http01_port: int, source: "FleetcaSource",
-                 workers: int = 1) -> None:
+                 workers: int = 1, label: str | None = None) -> None:
+        if label is not None:
+            # A second source in the same run reports under its own name, e.g. "fleetca-sqlite@1a2b3c4".
+            self.name = f"{self.name}@{label}"
         super().__init__(workdir, dns_address, http01_port)
         self.source = source
         self.workers = workers
@@ -283,8 +290,8 @@ class FleetcaPostgresServer(FleetcaServer):
     name = "fleetca-postgres"
 
     def __init__(self, workdir: Path, dns_address: str, http01_port: int, source: "FleetcaSource",
-                 postgres_admin_url: str, workers: int = 1) -> None:
-        super().__init__(workdir, dns_address, http01_port, source, workers)
+                 postgres_admin_url: str, workers: int = 1, label: str | None = None) -> None:
+        super().__init__(workdir, dns_address, http01_port, source, workers, label)
         import psycopg
 
         self._psycopg = psycopg

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from procstat import largest_resident_bytes, resident_bytes  # noqa: E402
-from report import Measurement, combine, memory_table, target_lines  # noqa: E402
+from report import Measurement, combine, comparison_table, memory_table, target_lines  # noqa: E402
 
 
 def measurement(server: str, *, issued: int = 100, wall: float = 1.0, cpu: float = 0.5, database: float = 0.0,
@@ -94,6 +95,30 @@ def test_memory_table_cpu_drift() -> None:
 def test_memory_table_too_few_samples() -> None:
     samples = [(n * 1000, 100.0, n * 2.0) for n in range(1, 5)]
     assert memory_table([measurement("caddy", memory=samples)]).startswith("(too few memory samples")
+
+
+def test_comparison_table_pools_rounds() -> None:
+    rounds = [measurement("fleetca-sqlite", cpu=0.8), measurement("fleetca-sqlite@abc1234", cpu=0.7),
+              measurement("fleetca-sqlite@abc1234", cpu=0.9), measurement("fleetca-sqlite", cpu=1.2),
+              measurement("pebble", cpu=0.5)]
+    rows = comparison_table(rounds).splitlines()[2:]
+    assert rows == ["| fleetca-sqlite | abc1234 | 8.00 12.00 | 7.00 9.00 | 0.800 |"]
+
+
+def test_comparison_table_without_pairs() -> None:
+    assert comparison_table([measurement("fleetca-sqlite")]).startswith("(nothing to compare")
+
+
+def test_rounds_alternate_sources() -> None:
+    from harness import runs_of_round
+
+    base, other = SimpleNamespace(label="aaa"), SimpleNamespace(label="bbb")
+    servers = ["fleetca-sqlite", "pebble"]
+    first = [(name, source.label, label) for name, source, label in runs_of_round(servers, 1, base, other)]
+    second = [(name, source.label, label) for name, source, label in runs_of_round(servers, 2, base, other)]
+    assert first == [("fleetca-sqlite", "aaa", None), ("fleetca-sqlite", "bbb", "bbb"), ("pebble", "aaa", None)]
+    assert second == [("fleetca-sqlite", "bbb", "bbb"), ("fleetca-sqlite", "aaa", None), ("pebble", "aaa", None)]
+    assert [run[0] for run in runs_of_round(servers, 1, base, None)] == servers
 
 
 def test_resident_bytes_of_this_process() -> None:
