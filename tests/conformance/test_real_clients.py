@@ -101,7 +101,7 @@ def test_lego_eab_issue_and_revoke(eab_fleetca: FleetcaServer, validation_ports:
     # lego exits with an error on any command without --eab once the directory sets externalAccountRequired.
     command = [_executable("lego", "lego"), "--server", eab_fleetca.directory_url(), "--accept-tos",
                "--email", LEGO_EMAIL, "--path", str(client_dir / "state"), "--domains", name,
-               "--eab", "--kid", eab.key_id, "--hmac", eab.hmac_key, "revoke", "--keep"]
+               "--eab", f"--kid={eab.key_id}", f"--hmac={eab.hmac_key}", "revoke", "--keep"]
     environment = _client_environment(client_dir, LEGO_CA_CERTIFICATES=str(eab_fleetca.root_pem))
     _run("lego", command, client_dir, environment, "revoke", CLIENT_TIMEOUT_SECONDS)
 

@@ -170,7 +170,8 @@ def run_certbot(
     if key_type:
         command += ["--key-type", key_type]
     if eab:
-        command += ["--eab-kid", eab.key_id, "--eab-hmac-key", eab.hmac_key]
+        # One argument each: a base64url key may start with "-", which would read as an option.
+        command += [f"--eab-kid={eab.key_id}", f"--eab-hmac-key={eab.hmac_key}"]
 
     environment = _client_environment(client_dir, REQUESTS_CA_BUNDLE=str(ca_bundle))
     # certbot prints a summary and keeps the HTTP exchange in its debug log.
@@ -218,7 +219,7 @@ def run_lego(
     if key_type:
         command += ["--key-type", key_type]
     if eab:
-        command += ["--eab", "--kid", eab.key_id, "--hmac", eab.hmac_key]
+        command += ["--eab", f"--kid={eab.key_id}", f"--hmac={eab.hmac_key}"]
     if dns is not None:
         # Keeps every lookup lego makes on the loopback DNS server.
         command += ["--dns.resolvers", dns.dns_address]
