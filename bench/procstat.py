@@ -53,26 +53,25 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(process_cpu_seconds(p) for p in [pid, *descendants(pid)])
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """Return VmHWM, the peak resident set size of ``pid``, or 0 when it has exited."""
+def _status_bytes(pid: int, field: str) -> int:
+    """Return a kB field of /proc/PID/status in bytes, or 0 when the process has exited."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except FileNotFoundError:
-        pass
-    return 0
-
-
-def resident_bytes(pid: int) -> int:
-    """Return VmRSS, the current resident set size of ``pid``, or 0 when it has exited."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Return VmHWM, the peak resident set size of ``pid``, or 0 when it has exited."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def resident_bytes(pid: int) -> int:
+    """Return VmRSS, the current resident set size of ``pid``, or 0 when it has exited."""
+    return _status_bytes(pid, "VmRSS")
 
 
 def largest_resident_bytes(pid: int) -> int:
