@@ -130,6 +130,9 @@ BAD_BINDINGS: dict[str, tuple[BindingCase, str, int]] = {
                         "malformed", 400),
     "payload-not-json": (lambda eab, c: eab_binding(eab, c.key, c.directory["newAccount"], payload=b"jwk"),
                          "malformed", 400),
+    "payload-nested-2000-deep": (lambda eab, c: eab_binding(eab, c.key, c.directory["newAccount"],
+                                                            payload=b"[" * 2000 + b"]" * 2000),
+                                 "malformed", 400),
     "not-an-object": (lambda eab, c: "a.b.c", "malformed", 400),
     "signature-missing": (lambda eab, c: {k: v for k, v in eab_binding(eab, c.key, c.directory["newAccount"])
                                           .items() if k != "signature"}, "malformed", 400),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
+import orjson
 from jwcrypto import jwk
 from jwcrypto.common import JWException
 
@@ -92,7 +93,9 @@ def verify_binding(binding: Any, outer_url: str, account_key: jwk.JWK, ca_name: 
     except AcmeProblem:
         raise unauthorized("externalAccountBinding MAC does not verify with the EAB key") from None
     try:
-        bound_key = jwk.JWK(**json.loads(parsed.payload_bytes))
+        # orjson, as for the request body: the json module raises RecursionError, not
+        # ValueError, on deep nesting.
+        bound_key = jwk.JWK(**orjson.loads(parsed.payload_bytes))
     except (ValueError, TypeError, KeyError, JWException) as exc:
         raise malformed("externalAccountBinding payload must be the account's public JWK") from exc
     if bound_key.thumbprint() != account_key.thumbprint():
