@@ -94,7 +94,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--compare-ref", metavar="REF",
                         help="also run each fleetca server from this commit (or 'worktree') in every round, "
                              "next to the --fleetca-ref one and in alternating order, and print the two CPU "
-                             "costs side by side; for judging a change smaller than the spread between runs")
+                             "costs side by side. Use it to judge a change smaller than the spread between runs")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="profile fleetca during its timed flows into DIR: NAME.roundN.cpu.txt samples CPU "

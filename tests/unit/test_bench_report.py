@@ -1,4 +1,4 @@
-"""The benchmark's arithmetic: percentiles, pooled rounds, targets and the memory table."""
+"""The benchmark's arithmetic: percentiles, pooled rounds, targets, the comparison and memory tables."""
 
 from __future__ import annotations
 
@@ -128,4 +128,4 @@ def test_resident_bytes_of_this_process() -> None:
 
 
 def test_resident_bytes_of_exited_process() -> None:
-    assert resident_bytes(2**22 + 12345) == 0  # above the kernel's default pid_max
+    assert resident_bytes(2**22 + 12345) == 0  # above PID_MAX_LIMIT (2**22), so no process has it
