@@ -85,6 +85,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="PostgreSQL URL of a role that may create databases; a fresh database is "
                              "created next to it for each run and dropped afterwards")
+    parser.add_argument("--postgres-round-trip-ms", type=float, default=0.0, metavar="MS",
+                        help="connect fleetca to PostgreSQL through bench/delay_proxy.py, which adds MS "
+                             "milliseconds to each round trip, as a database on another machine would "
+                             "(default 0: connect directly)")
     parser.add_argument("--fleetca-workers", type=int, default=1,
                         help="server processes fleetca runs (serve --workers; default 1)")
     parser.add_argument("--fleetca-ref", default="HEAD",
@@ -131,7 +135,8 @@ def make_server(name: str, args: argparse.Namespace, workdir: Path, dns_address:
                              label=label)
     if name == "fleetca-postgres":
         return FleetcaPostgresServer(workdir, dns_address, args.http01_port, source, args.postgres_url,
-                                     workers=args.fleetca_workers, label=label)
+                                     workers=args.fleetca_workers, label=label,
+                                     round_trip_ms=args.postgres_round_trip_ms)
     if name == "pebble":
         return PebbleServer(workdir, dns_address, args.http01_port)
     return CaddyServer(workdir, dns_address, args.http01_port)

@@ -89,6 +89,19 @@ class ManagedProcess:
         self._log.close()
 
 
+async def _wait_for_port(port: int, process: ManagedProcess) -> None:
+    """Wait until ``process`` accepts TCP connections on ``port`` of the loopback address."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        process.check_running()
+        try:
+            socket.create_connection((LOOPBACK, port), timeout=1).close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{process.name} did not listen on port {port} within {STARTUP_TIMEOUT_SECONDS} s")
+
+
 class DnsServer:
     """pebble-challtestsrv as a DNS server only: every A query gets 127.0.0.1, AAAA gets no answer."""
 
@@ -290,7 +303,8 @@ class FleetcaPostgresServer(FleetcaServer):
     name = "fleetca-postgres"
 
     def __init__(self, workdir: Path, dns_address: str, http01_port: int, source: "FleetcaSource",
-                 postgres_admin_url: str, workers: int = 1, label: str | None = None) -> None:
+                 postgres_admin_url: str, workers: int = 1, label: str | None = None,
+                 round_trip_ms: float = 0.0) -> None:
         super().__init__(workdir, dns_address, http01_port, source, workers, label)
         import psycopg
 
@@ -301,6 +315,10 @@ class FleetcaPostgresServer(FleetcaServer):
             conn.execute(f'CREATE DATABASE "{self.database}"')
         self._created = True
         self.statement_log: StatementLog | None = None
+        # With a round trip time, fleetca reaches the database through bench/delay_proxy.py.
+        self.round_trip_ms = round_trip_ms
+        self._proxy: ManagedProcess | None = None
+        self._proxy_port = free_port() if round_trip_ms > 0 else 0
 
     def log_statements(self) -> None:
         """Have PostgreSQL log every statement of this database, to count them; call before start."""
@@ -308,7 +326,29 @@ class FleetcaPostgresServer(FleetcaServer):
 
     def database_url(self) -> str:
         base, _, _ = self.admin_url.rpartition("/")
+        if self._proxy_port:
+            scheme, _, rest = base.partition("://")
+            user, _, _ = rest.rpartition("@")
+            base = f"{scheme}://{user + '@' if user else ''}{LOOPBACK}:{self._proxy_port}"
         return f"{base}/{self.database}"
+
+    async def start(self) -> None:
+        if self._proxy_port:
+            upstream = self._psycopg.conninfo.conninfo_to_dict(self.admin_url)
+            self._proxy = ManagedProcess("delay-proxy", [
+                sys.executable, str(Path(__file__).with_name("delay_proxy.py")),
+                "--listen-port", str(self._proxy_port),
+                "--upstream", f"{upstream.get('host', LOOPBACK)}:{upstream.get('port', 5432)}",
+                "--round-trip-ms", str(self.round_trip_ms),
+            ], self.workdir / "delay-proxy.log")
+            await _wait_for_port(self._proxy_port, self._proxy)
+        await super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
 
     def database_cpu_seconds(self) -> dict[int, float]:
         with self._psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -319,7 +359,8 @@ class FleetcaPostgresServer(FleetcaServer):
     def version(self) -> str:
         with self._psycopg.connect(self.admin_url, autocommit=True) as conn:
             server = conn.execute("SHOW server_version").fetchone()[0]
-        return f"{super().version()}, PostgreSQL {server.split()[0]}"
+        link = f", reached through a proxy adding {self.round_trip_ms:g} ms per round trip" if self._proxy_port else ""
+        return f"{super().version()}, PostgreSQL {server.split()[0]}{link}"
 
     def cleanup(self) -> None:
         if self._created:

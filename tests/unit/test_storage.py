@@ -356,3 +356,102 @@ def test_pool_after_fork_opens_new_connections(tmp_path: Path) -> None:
     assert answer == b"new"
     # The parent keeps its own idle connection.
     assert pool.acquire() is inherited
+
+
+class NonceReused(Exception):
+    pass
+
+
+@pytest.mark.parametrize("next_statement", ["read", "commit"])
+def test_used_nonce_rolls_back_deferred_rows(database: Database, next_statement: str) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.defer_use_nonce("nonce1", NOW, NonceReused)
+
+    with pytest.raises(NonceReused):
+        with database.transaction() as repo:
+            repo.defer_use_nonce("nonce1", NOW, NonceReused)
+            repo.add_order(make_order("order5"))
+            if next_statement == "read":
+                repo.get_account("acct1")
+
+    with database.read() as repo:
+        assert repo.get_order("order5") is None
+    with database.transaction() as repo:  # the connection is usable, and a fresh nonce goes in
+        repo.defer_use_nonce("nonce2", NOW, NonceReused)
+        repo.add_order(make_order("order6"))
+    with database.read() as repo:
+        assert repo.get_order("order6") is not None
+
+
+HOSTILE_TEXT = ["it's", "back\\slash", "100% ?", "$$ dollar $$", "x'); DROP TABLE orders; --", "naïve ✓", "\t\n"]
+
+
+def test_deferred_rows_keep_every_value(database: Database) -> None:
+    der = bytes(range(256))
+    certificate = IssuedCertificate(id="cert2", serial="2a", ca_name="default", account_id="acct1",
+                                    order_id="order7", der=der, not_before=NOW,
+                                    not_after=NOW + timedelta(microseconds=7), profile="default", revoked_at=None,
+                                    revocation_reason=None, crl_shard=0)
+    order = make_order("order7")
+    order.identifiers = [Identifier("dns", text) for text in HOSTILE_TEXT]
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_order(order)
+        repo.add_certificate(certificate, NOW)
+        repo.audit(NOW, "test.event", "default", {"texts": HOSTILE_TEXT})
+
+    with database.read() as repo:
+        stored_order = repo.get_order("order7")
+        stored_certificate = repo.get_certificate("cert2")
+        events = repo.audit_events("test.event")
+    assert stored_order is not None
+    assert [i.value for i in stored_order.identifiers] == HOSTILE_TEXT
+    assert stored_certificate == certificate
+    assert events[0]["details"] == {"texts": HOSTILE_TEXT}
+
+
+class CountingCursor:
+    """A cursor wrapper that counts the queries sent to the server."""
+
+    def __init__(self, cursor: object) -> None:
+        self._cursor = cursor
+        self.queries = 0
+
+    def execute(self, *args: object, **kwargs: object) -> object:
+        self.queries += 1
+        return self._cursor.execute(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._cursor, name)
+
+
+def test_postgres_transaction_sends_deferred_rows_together(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL transactions defer statements")
+    authz = Authorization(id="authz8", account_id="acct1", identifier=Identifier("dns", "d8.devices.example"),
+                          wildcard=False, status="pending", expires=NOW, created_at=NOW,
+                          challenges=[Challenge(id="ch8", authorization_id="authz8", type="http-01", token="t",
+                                                status="pending")])
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+
+    with database.transaction() as repo:
+        counting = CountingCursor(repo.session.cursor)
+        repo.session.cursor = counting
+        repo.defer_use_nonce("nonce8", NOW, NonceReused)
+        repo.add_authorization(authz)
+        sent_before_read = counting.queries
+        account = repo.get_account("acct1")
+        repo.add_order(make_order("order8", ["authz8"]))
+        repo.audit(NOW, "test.event", "default", {})
+        sent_before_commit = counting.queries
+    sent = counting.queries
+
+    assert sent_before_read == 0
+    assert account is not None
+    assert sent_before_commit == 1  # BEGIN, the nonce, the authorization and the read went as one query
+    assert sent == 2  # the order, its authorization link, the audit event and COMMIT as another
+    with database.read() as repo:
+        assert repo.get_order("order8") is not None
+        assert repo.get_authorization("authz8") is not None

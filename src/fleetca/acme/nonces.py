@@ -49,9 +49,12 @@ class NonceService:
             self.record(new_repo, nonce, issued_at)
 
     def record(self, repo: Repository, nonce: str, issued_at: datetime) -> None:
-        """Record ``nonce``, which :meth:`check` accepted, as used in ``repo``'s transaction, or raise badNonce."""
-        if not repo.use_nonce(nonce, issued_at + self.lifetime):
-            raise used_nonce()
+        """Record ``nonce``, which :meth:`check` accepted, as used in ``repo``'s transaction.
+
+        badNonce is raised if it was used before: at once on SQLite, and by the
+        transaction's next statement on PostgreSQL, which sends the INSERT with it.
+        """
+        repo.defer_use_nonce(nonce, issued_at + self.lifetime, used_nonce)
 
     def check(self, nonce: str, now: datetime) -> datetime:
         """Return the issue time of a nonce this server issued and that has not expired, or raise badNonce.

@@ -68,13 +68,14 @@ def account_eab_key(repo: Repository, account: Account) -> EabKey | None:
 
 
 def authorization_for(repo: Repository, account: Account, ident: Identifier, eab_key: EabKey | None,
-                      now: datetime, lifetimes: LifetimeSettings, valid_until: datetime) -> str:
-    """Return the id of an authorization for ``ident``: reused, pre-authorized, or new and pending."""
+                      now: datetime, lifetimes: LifetimeSettings,
+                      valid_until: datetime) -> tuple[str, tuple[str, datetime]]:
+    """Return the id, status and expiry of an authorization for ``ident``: reused, pre-authorized, or new and pending."""
     wildcard = ident.type == "dns" and ident.value.startswith("*.")
     base = Identifier(ident.type, ident.value.removeprefix("*."))
     reused = repo.find_reusable_authorization(account.id, base, wildcard, valid_until)
     if reused is not None:
-        return reused
+        return reused[0], ("valid", reused[1])
     if eab_key is not None and eab_key.preauthorizes(base, wildcard, now):
         authz = preauthorized_authorization(account.id, ident, now, lifetimes.valid_authorization)
         repo.audit(now, "authorization.preauthorized", account.ca_name,
@@ -82,7 +83,7 @@ def authorization_for(repo: Repository, account: Account, ident: Identifier, eab
     else:
         authz = new_authorization(account.id, ident, now, lifetimes.pending_authorization)
     repo.add_authorization(authz)
-    return authz.id
+    return authz.id, (authz.status, authz.expires)
 
 
 def parse_timestamp(payload: dict[str, Any], field: str) -> datetime | None:
@@ -151,8 +152,11 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         replaces = payload.get("replaces")
         replaced_id = check_replaces(repo, auth.account.id, replaces, identifiers, now) if replaces is not None \
             else None
-        authz_ids = [authorization_for(repo, auth.account, ident, eab_key, now, lifetimes, order_expires)
-                     for ident in identifiers]
+        found = [authorization_for(repo, auth.account, ident, eab_key, now, lifetimes, order_expires)
+                 for ident in identifiers]
+        authz_ids = [authz_id for authz_id, _ in found]
+        # refresh_order below takes the authorizations' states from here instead of reading them back.
+        states = dict(found)
         order = Order(id=new_id(), account_id=auth.account.id, status="pending", expires=order_expires,
                       identifiers=identifiers, authorization_ids=authz_ids, not_before=not_before,
                       not_after=not_after, profile=profile.name, error=None, certificate_id=None, created_at=now,
@@ -160,7 +164,7 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         repo.add_order(order)
         if replaced_id is not None:
             mark_replaced(repo, replaced_id, order.id, now)
-        order = refresh_order(repo, order, now)
+        order = refresh_order(repo, order, now, states)
     return json_response(order_json(order, urls), 201, {"Location": urls.order(order.id)})
 
 
@@ -207,7 +211,7 @@ async def new_authz(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     lifetimes = ctx.settings.lifetimes
     async with ctx.database.transaction_async(durable=False) as repo:
         eab_key = account_eab_key(repo, auth.account)
-        authz_id = authorization_for(repo, auth.account, identifiers[0], eab_key, now, lifetimes, now)
+        authz_id = authorization_for(repo, auth.account, identifiers[0], eab_key, now, lifetimes, now)[0]
         authz = repo.get_authorization(authz_id)
     assert authz is not None
     return json_response(authorization_json(authz, urls), 201, {"Location": urls.authorization(authz_id)})

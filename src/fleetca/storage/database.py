@@ -16,6 +16,7 @@ from fleetca.storage.sql import (
     SQLITE,
     ConnectionPool,
     Dialect,
+    PostgresTransaction,
     Session,
     begin_sqlite_write,
     connector_for,
@@ -86,9 +87,6 @@ class Database:
         # changed pages again: 51 against 4 pread calls per certificate in the benchmark.
         self._async_pool = ConnectionPool(connector_for(url, durable=False))
         self.sqlite_file = sqlite_path(url) if self.dialect is SQLITE else ""
-        if self.dialect is not SQLITE:
-            self._read_pool = ConnectionPool(connector_for(url, durable=True, autocommit=True))
-            self._single_statement_pool = ConnectionPool(connector_for(url, durable=False, autocommit=True))
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Repository]:
@@ -126,7 +124,7 @@ class Database:
         if self.dialect is SQLITE:
             return AsyncTransaction(self, self._async_pool, sqlite_sync=durable)
         if single_statement and not durable:
-            return AsyncTransaction(self, self._single_statement_pool, autocommit=True)
+            return AsyncTransaction(self, self._fast_pool, autocommit=True)
         return AsyncTransaction(self, self._durable_pool if durable else self._fast_pool, commit_in_thread=durable)
 
     def read(self) -> Reading:
@@ -137,16 +135,13 @@ class Database:
         A body that needs one consistent view of several rows must use
         :meth:`transaction` instead.
         """
-        return Reading(self._async_pool if self.dialect is SQLITE else self._read_pool, self.dialect)
+        return Reading(self._async_pool if self.dialect is SQLITE else self._fast_pool, self.dialect)
 
     def dispose(self) -> None:
         self.engine.dispose()
         self._durable_pool.dispose()
         self._fast_pool.dispose()
         self._async_pool.dispose()
-        if self.dialect is not SQLITE:
-            self._read_pool.dispose()
-            self._single_statement_pool.dispose()
 
 
 class Reading:
@@ -176,7 +171,7 @@ class AsyncTransaction:
     a generator-based context manager (CPython 3.11).
     """
 
-    __slots__ = ("_database", "_pool", "_sqlite_sync", "_autocommit", "_commit_in_thread", "_connection")
+    __slots__ = ("_database", "_pool", "_sqlite_sync", "_autocommit", "_commit_in_thread", "_connection", "_session")
 
     def __init__(self, database: Database, pool: ConnectionPool, *, sqlite_sync: bool = False,
                  autocommit: bool = False, commit_in_thread: bool = False) -> None:
@@ -187,11 +182,15 @@ class AsyncTransaction:
         self._commit_in_thread = commit_in_thread
 
     async def __aenter__(self) -> Repository:
-        if self._database.dialect is SQLITE:
+        dialect = self._database.dialect
+        if dialect is SQLITE:
             self._connection = await begin_sqlite_write(self._pool)
+            self._session = Session(self._connection, dialect)
         else:
             self._connection = self._pool.acquire()
-        return Repository(Session(self._connection, self._database.dialect))
+            self._session = Session(self._connection, dialect) if self._autocommit \
+                else PostgresTransaction(self._connection, dialect)
+        return Repository(self._session)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         connection = self._connection
@@ -200,9 +199,9 @@ class AsyncTransaction:
             return
         try:
             if self._commit_in_thread:
-                await asyncio.to_thread(connection.commit)
+                await asyncio.to_thread(self._session.commit)
             elif not self._autocommit:
-                connection.commit()
+                self._session.commit()
         except BaseException:
             release_after_failure(self._pool, connection)
             raise

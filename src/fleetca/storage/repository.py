@@ -9,7 +9,7 @@ winner, so they hold on SQLite and on PostgreSQL alike without explicit locks.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import Column, Table
 
@@ -86,9 +86,9 @@ _AUTHORIZATION_WITH_CHALLENGES = Statement(
     "FROM authorizations a LEFT JOIN challenges c ON c.authorization_id = a.id WHERE a.id = ? ORDER BY c.type",
     [Z.id], _AUTHORIZATION_COLUMNS + _CHALLENGE_COLUMNS)
 _REUSABLE_AUTHORIZATION = Statement(
-    "SELECT id FROM authorizations WHERE account_id = ? AND identifier_type = ? AND identifier_value = ? "
+    "SELECT id, expires FROM authorizations WHERE account_id = ? AND identifier_type = ? AND identifier_value = ? "
     "AND wildcard = ? AND status = 'valid' AND expires > ? ORDER BY expires DESC LIMIT 1",
-    [Z.account_id, Z.identifier_type, Z.identifier_value, Z.wildcard, Z.expires])
+    [Z.account_id, Z.identifier_type, Z.identifier_value, Z.wildcard, Z.expires], [Z.id, Z.expires])
 # An authorization and its challenges, found by the id of one of them.
 _AUTHORIZATION_OF_CHALLENGE = Statement(
     f"SELECT {', '.join('a.' + c.name for c in _AUTHORIZATION_COLUMNS)}, "
@@ -142,8 +142,8 @@ _REVOKE_EAB_KEY = Statement("UPDATE eab_keys SET revoked_at = ? WHERE key_id = ?
 _UPDATE_ACCOUNT_KEY = Statement("UPDATE accounts SET key_thumbprint = ?, jwk = ? WHERE id = ?",
                                 [A.key_thumbprint, A.jwk, A.id])
 
-# ON CONFLICT DO NOTHING works on SQLite and PostgreSQL and needs no savepoint.
-_USE_NONCE = insert_into(used_nonces, suffix=" ON CONFLICT DO NOTHING")
+# A used nonce makes this INSERT fail, which rolls its transaction back.
+_RECORD_NONCE = insert_into(used_nonces)
 _PRUNE_NONCES = Statement("DELETE FROM used_nonces WHERE expires < ?", [used_nonces.c.expires])
 _SECRET_BY_NAME = select_by(service_secrets, service_secrets.c.name, columns=[service_secrets.c.value])
 _INSERT_SECRET = insert_into(service_secrets, suffix=" ON CONFLICT DO NOTHING")
@@ -296,13 +296,13 @@ class Repository:
     # Orders and authorizations
 
     def add_order(self, order: Order) -> None:
-        self.session.execute(_INSERT_ORDER, [
+        self.session.defer(_INSERT_ORDER, [
             order.id, order.account_id, order.status, order.expires, [i.to_json() for i in order.identifiers],
             order.not_before, order.not_after, order.profile, order.error, order.certificate_id, order.created_at,
             order.replaces,
         ])
         for position, authz_id in enumerate(order.authorization_ids):
-            self.session.execute(_INSERT_ORDER_AUTHORIZATION, [order.id, authz_id, position])
+            self.session.defer(_INSERT_ORDER_AUTHORIZATION, [order.id, authz_id, position])
 
     def get_order(self, order_id: str) -> Order | None:
         rows = self.session.rows(_ORDER_WITH_AUTHORIZATION_IDS, [order_id])
@@ -341,7 +341,7 @@ class Repository:
         return cancelled
 
     def add_authorization(self, authz: Authorization) -> None:
-        self.session.execute(_INSERT_AUTHORIZATION, [
+        self.session.defer(_INSERT_AUTHORIZATION, [
             authz.id, authz.account_id, authz.identifier.type, authz.identifier.value, authz.wildcard, authz.status,
             authz.expires, authz.created_at,
         ])
@@ -355,8 +355,8 @@ class Repository:
                 f"INSERT INTO challenges ({', '.join(c.name for c in _CHALLENGE_INSERT_COLUMNS)}) "
                 f"VALUES {', '.join([row] * count)}", _CHALLENGE_INSERT_COLUMNS * count)
             _insert_challenges[count] = statement
-        self.session.execute(statement, [value for c in authz.challenges
-                                         for value in (c.id, authz.id, c.type, c.token, c.status)])
+        self.session.defer(statement, [value for c in authz.challenges
+                                       for value in (c.id, authz.id, c.type, c.token, c.status)])
 
     def get_authorization(self, authz_id: str) -> Authorization | None:
         rows = self.session.rows(_AUTHORIZATION_WITH_CHALLENGES, [authz_id])
@@ -368,11 +368,11 @@ class Repository:
         return _authorization(rows) if rows else None
 
     def find_reusable_authorization(self, account_id: str, identifier: Identifier, wildcard: bool,
-                                    valid_until: datetime) -> str | None:
-        """Return a valid authorization of this account for the identifier that lasts long enough."""
-        ids = self.session.scalars(_REUSABLE_AUTHORIZATION,
-                                   [account_id, identifier.type, identifier.value, wildcard, valid_until])
-        return ids[0] if ids else None
+                                    valid_until: datetime) -> tuple[str, datetime] | None:
+        """Return the id and expiry of a valid authorization of this account for the identifier that lasts long enough."""
+        row = self.session.first(_REUSABLE_AUTHORIZATION,
+                                 [account_id, identifier.type, identifier.value, wildcard, valid_until])
+        return (row[0], row[1]) if row else None
 
     def transition_authorization(self, authz_id: str, from_status: str, to_status: str, **values: Any) -> bool:
         changes = {"status": to_status, **values}
@@ -409,7 +409,7 @@ class Repository:
     # Certificates
 
     def add_certificate(self, cert: IssuedCertificate, created_at: datetime) -> None:
-        self.session.execute(_INSERT_CERTIFICATE, [
+        self.session.defer(_INSERT_CERTIFICATE, [
             cert.id, cert.serial, cert.ca_name, cert.account_id, cert.order_id, cert.der, cert.not_before,
             cert.not_after, cert.profile, created_at, cert.eab_key_id, cert.crl_shard,
         ])
@@ -455,9 +455,13 @@ class Repository:
 
     # Nonces and service secrets
 
-    def use_nonce(self, nonce: str, expires: datetime) -> bool:
-        """Record a nonce as used; False when it was used before."""
-        return self.session.rowcount(_USE_NONCE, [nonce, expires]) == 1
+    def defer_use_nonce(self, nonce: str, expires: datetime, used: Callable[[], Exception]) -> None:
+        """Record a nonce as used with the transaction's next statement (see Session.defer).
+
+        If the nonce was used before, that statement raises ``used()`` and the
+        transaction rolls back.
+        """
+        self.session.defer(_RECORD_NONCE, [nonce, expires], on_unique_violation=used)
 
     def prune_used_nonces(self, now: datetime) -> int:
         return self.session.rowcount(_PRUNE_NONCES, [now])
@@ -473,7 +477,7 @@ class Repository:
     # Audit log: insert only, never updated or deleted.
 
     def audit(self, at: datetime, event: str, ca_name: str | None, details: dict[str, Any]) -> None:
-        self.session.execute(_INSERT_AUDIT_EVENT, [at, event, ca_name, details])
+        self.session.defer(_INSERT_AUDIT_EVENT, [at, event, ca_name, details])
 
     def audit_events(self, event: str | None = None) -> list[dict[str, Any]]:
         rows = self.session.rows(_AUDIT_EVENTS) if event is None else self.session.rows(_AUDIT_EVENTS_OF_KIND, [event])
