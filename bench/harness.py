@@ -242,7 +242,7 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
             summary.write_text(summarize(profile, 30, len(load.issued)) + "\n")
             log.info("%s: profile summary in %s", server.name, summary)
     rss = peak_rss_bytes(server.pid)
-    statements = dict(statement_log.count_since(log_offset)) if statement_log else {}
+    statements, queries = statement_log.count_since(log_offset) if statement_log else ({}, 0)
 
     server_cpu = cpu_after - cpu_before
     database_cpu = sum(cpu - database_before.get(pid, 0.0) for pid, cpu in database_after.items())
@@ -266,7 +266,8 @@ async def measure(server: ServerUnderTest, args: argparse.Namespace, dns: DnsSer
         bad_nonce_retries=load.bad_nonce_retries, responder_answers=responder.counts.answered,
         responder_rejects=responder.counts.wrong_host + responder.counts.unknown, dns_queries=dns_queries,
         certificates_checked=len(load.issued), load_average=load_average, other_cpu_seconds=other_cpu,
-        dns_cpu_seconds=dns_cpu, database_statements=statements, memory_samples=memory,
+        dns_cpu_seconds=dns_cpu, database_statements=dict(statements), database_queries=queries,
+        memory_samples=memory,
         errors=errors,
     )
 

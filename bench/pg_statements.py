@@ -41,12 +41,19 @@ class StatementLog:
     def offset(self) -> int:
         return self.path.stat().st_size
 
-    def count_since(self, offset: int) -> Counter[str]:
-        """Count the database's statements logged after ``offset``, by kind such as "SELECT accounts"."""
+    def count_since(self, offset: int) -> tuple[Counter[str], int]:
+        """Count the database's statements logged after ``offset`` by kind, such as "SELECT accounts", and its queries.
+
+        A query is one round trip. fleetca sends some statements together in
+        one simple query, which the log shows on one line, separated by
+        semicolons. The split at each semicolon assumes that no value in
+        the query contains one, which holds for the benchmark's flows.
+        """
         # The server writes its log asynchronously; give the last lines a moment to land.
         time.sleep(0.5)
         marker = f"@{self.database} LOG:  "
         kinds: Counter[str] = Counter()
+        queries = 0
         with open(self.path, "rb") as log_file:
             log_file.seek(offset)
             for raw in log_file:
@@ -55,8 +62,16 @@ class StatementLog:
                     continue
                 match = _STATEMENT.search(line)
                 if match:
-                    kinds[statement_kind(match.group("sql"))] += 1
-        return kinds
+                    queries += 1
+                    kinds.update(query_statement_kinds(match.group("sql")))
+        return kinds, queries
+
+
+def query_statement_kinds(sql: str) -> list[str]:
+    """Name each statement of one logged query; see :meth:`StatementLog.count_since` for the split."""
+    if ";" not in sql.strip().rstrip(";"):
+        return [statement_kind(sql)]
+    return [statement_kind(part) for part in sql.split(";")]
 
 
 def statement_kind(sql: str) -> str:

@@ -34,6 +34,7 @@ class Measurement:
     other_cpu_seconds: float  # CPU of the kernel and every process not listed here during the timed phase
     dns_cpu_seconds: float
     database_statements: dict[str, int] = field(default_factory=dict)  # by kind, when counted
+    database_queries: int = 0  # round trips that carried those statements
     # (flows finished, MiB resident in the server's largest process, server CPU seconds so far),
     # sampled during the timed flows
     memory_samples: list[tuple[int, float, float]] = field(default_factory=list)
@@ -88,6 +89,7 @@ def combine(rounds: list[Measurement]) -> Measurement:
         other_cpu_seconds=sum(r.other_cpu_seconds for r in rounds),
         dns_cpu_seconds=sum(r.dns_cpu_seconds for r in rounds),
         database_statements=dict(sum((Counter(r.database_statements) for r in rounds), Counter())),
+        database_queries=sum(r.database_queries for r in rounds),
         errors=[e for r in rounds for e in r.errors],
         round_rates=[r.certificates_per_second for r in rounds],
     )
@@ -122,7 +124,8 @@ def statements_table(measurements: list[Measurement]) -> str:
         if not m.database_statements or not m.issued:
             continue
         total = sum(m.database_statements.values())
-        lines += [f"{m.server}: {total / m.issued:.1f} SQL statements per certificate", "",
+        lines += [f"{m.server}: {total / m.issued:.1f} SQL statements in {m.database_queries / m.issued:.1f} "
+                  "queries (round trips) per certificate", "",
                   "| statement | per cert |", "|---|---|"]
         ordered = sorted(m.database_statements.items(), key=lambda item: -item[1])
         lines += [f"| {kind} | {count / m.issued:.1f} |" for kind, count in ordered]

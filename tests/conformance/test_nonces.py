@@ -20,6 +20,7 @@ from .helpers import (
     challenge_of,
     device_name,
     has_link,
+    issue,
     ready_order,
 )
 
@@ -217,6 +218,40 @@ REPLAYED_WRITES = {
     "challenge": (_challenge, 200),
     "finalize": (_finalize, 200),
 }
+
+
+def _authorization_read(client: AcmeClient, responder: HttpResponder) -> tuple[str, None, bool]:
+    order = client.new_order([device_name("replay-authz")]).json()
+    return order["authorizations"][0], None, False
+
+
+def _order_read(client: AcmeClient, responder: HttpResponder) -> tuple[str, None, bool]:
+    return client.new_order([device_name("replay-poll")]).headers["Location"], None, False
+
+
+def _certificate_read(client: AcmeClient, responder: HttpResponder) -> tuple[str, None, bool]:
+    order, _ = issue(client, responder, [device_name("replay-cert")])
+    return order["certificate"], None, False
+
+
+# POST-as-GET reads: on PostgreSQL the used nonce goes to the server with the read.
+REPLAYED_READS = {
+    "authorization": _authorization_read,
+    "order": _order_read,
+    "certificate": _certificate_read,
+}
+
+
+@pytest.mark.parametrize("case", sorted(REPLAYED_READS))
+def test_replayed_read_rejected(client: AcmeClient, http_responder: HttpResponder, case: str) -> None:
+    url, payload, use_jwk = REPLAYED_READS[case](client, http_responder)
+    body = client.sign(url, payload, use_jwk=use_jwk)
+
+    first = client.post_raw(url, body)
+    replay = client.post_raw(url, body)
+
+    assert first.status == 200, first.body
+    assert_problem(replay, "badNonce", 400)
 
 
 @pytest.mark.parametrize("case", sorted(REPLAYED_WRITES))

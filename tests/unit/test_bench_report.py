@@ -11,8 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+from pg_statements import query_statement_kinds  # noqa: E402
 from procstat import largest_resident_bytes, resident_bytes  # noqa: E402
-from report import Measurement, combine, comparison_table, memory_table, target_lines  # noqa: E402
+from report import Measurement, combine, comparison_table, memory_table, statements_table, target_lines  # noqa: E402
 
 
 def measurement(server: str, *, issued: int = 100, wall: float = 1.0, cpu: float = 0.5, database: float = 0.0,
@@ -129,3 +130,27 @@ def test_resident_bytes_of_this_process() -> None:
 
 def test_resident_bytes_of_exited_process() -> None:
     assert resident_bytes(2**22 + 12345) == 0  # above PID_MAX_LIMIT (2**22), so no process has it
+
+
+@pytest.mark.parametrize(("query", "kinds"), [
+    ("SELECT id, ca_name FROM accounts WHERE id = $1", ["SELECT"]),
+    ("SELECT a.id, c.id FROM authorizations a JOIN challenges c ON c.authorization_id = a.id", ["SELECT a"]),
+    ("BEGIN;INSERT INTO used_nonces (nonce, expires) VALUES ('n', '2026-12-05');"
+     "SELECT id FROM authorizations WHERE id = 'x'", ["BEGIN", "INSERT used_nonces", "SELECT"]),
+    ("INSERT INTO audit_events (at) VALUES ('2026-12-05');COMMIT", ["INSERT audit_events", "COMMIT"]),
+    (";", ["; (connection check)"]),
+])
+def test_logged_query_split_into_statements(query: str, kinds: list[str]) -> None:
+    assert query_statement_kinds(query) == kinds
+
+
+def test_statements_table_counts_queries() -> None:
+    counted = measurement("fleetca-postgres", issued=10)
+    counted.database_statements = {"BEGIN": 20, "INSERT used_nonces": 30, "COMMIT": 20}
+    counted.database_queries = 40
+
+    table = statements_table([counted, measurement("pebble")])
+
+    assert table.splitlines()[0] == "fleetca-postgres: 7.0 SQL statements in 4.0 queries (round trips) per certificate"
+    assert "| INSERT used_nonces | 3.0 |" in table
+    assert "pebble" not in table

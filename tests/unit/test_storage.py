@@ -455,3 +455,26 @@ def test_postgres_transaction_sends_deferred_rows_together(database: Database) -
     with database.read() as repo:
         assert repo.get_order("order8") is not None
         assert repo.get_authorization("authz8") is not None
+
+
+@pytest.mark.parametrize("then_read", [True, False])
+def test_read_sends_deferred_nonce(database: Database, then_read: bool) -> None:
+    if not database.writes_in_reads:
+        pytest.skip("SQLite reads take no writes")
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+
+    with database.read() as repo:
+        counting = CountingCursor(repo.session.cursor)
+        repo.session.cursor = counting
+        repo.defer_use_nonce("nonce9", NOW, NonceReused)
+        if then_read:
+            assert repo.get_account("acct1") is not None
+    with pytest.raises(NonceReused):
+        with database.read() as repo:
+            repo.defer_use_nonce("nonce9", NOW, NonceReused)
+            repo.get_account("acct1")
+
+    assert counting.queries == 1
+    with database.read() as repo:  # the connection that failed was rolled back and is usable
+        assert repo.get_account("acct1") is not None

@@ -31,7 +31,7 @@ def deactivate(repo: Repository, ca: IssuingCa, account_id: str, authz_id: str, 
 
 
 async def authorization(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls)
+    auth = await authenticate(request, ctx, ca, urls, nonce_in_handler_read=True)
     assert auth.account is not None
     authz_id = request.path_params["id"]
     payload = None if auth.is_post_as_get else auth.payload()
@@ -41,6 +41,7 @@ async def authorization(request: Request, ctx: AcmeContext, ca: IssuingCa, urls:
     # Polls are the common case: read without a write lock, and write only to
     # record an expiry or a deactivation.
     with ctx.database.read() as repo:
+        auth.record_nonce(repo)
         current = repo.get_authorization(authz_id)
     if current is None or current.account_id != auth.account.id:
         raise not_found("no such authorization for this account")

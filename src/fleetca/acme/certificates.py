@@ -21,9 +21,10 @@ def leaf_pem(der: bytes) -> bytes:
 
 
 async def certificate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True)
+    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True, nonce_in_handler_read=True)
     assert auth.account is not None
     with ctx.database.read() as repo:
+        auth.record_nonce(repo)
         issued = repo.get_certificate(request.path_params["id"])
     if issued is None or issued.account_id != auth.account.id or issued.ca_name != ca.name:
         raise not_found("no such certificate for this account")

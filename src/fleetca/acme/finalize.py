@@ -148,7 +148,7 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
     # are written in order, so it also makes every earlier commit of the flow durable.
     async with ctx.database.transaction_async(durable=True) as repo:
         repo.add_certificate(issued, now)
-        repo.transition_order(order_id, "processing", "valid", certificate_id=issued.id)
+        repo.defer_transition_order(order_id, "processing", "valid", certificate_id=issued.id)
         repo.audit(now, "certificate.issued", ca.name, audit_details)
     emit_audit("certificate.issued", ca.name, audit_details)
     current.status, current.certificate_id = "valid", issued.id

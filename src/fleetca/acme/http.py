@@ -110,7 +110,8 @@ async def read_jws(request: Request) -> jws.ParsedJws:
 async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls, *,
                        jwk_allowed: bool = False, kid_allowed: bool = True, post_as_get_only: bool = False,
                        parsed: jws.ParsedJws | None = None,
-                       nonce_in_handler_transaction: bool = False) -> AuthenticatedRequest:
+                       nonce_in_handler_transaction: bool = False,
+                       nonce_in_handler_read: bool = False) -> AuthenticatedRequest:
     """Verify a POST (RFC 8555 §6.2 to §6.5): key, signature, url, then nonce.
 
     The nonce is recorded as used here, in a transaction of its own, unless
@@ -120,6 +121,10 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
     handler fails or returns without recording it, :func:`acme_endpoint`
     records it afterwards, and a request whose nonce turns out to be used
     gets badNonce whatever the handler returned.
+
+    ``nonce_in_handler_read`` does the same for a handler that only reads,
+    where the database allows a write in a read (``Database.writes_in_reads``):
+    the used nonce then goes to PostgreSQL with the handler's first query.
     """
     parsed = parsed or await read_jws(request)
 
@@ -149,6 +154,8 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
                            f"{request_url(ctx, request)!r}")
     nonce = parsed.nonce or ""
     pending = PendingNonce(nonce, ctx.nonces.check(nonce, ctx.now()))
+    if nonce_in_handler_read and ctx.database.writes_in_reads:
+        nonce_in_handler_transaction = True
     if nonce_in_handler_transaction:
         request.state.pending_nonce = pending
     elif not await _record_alone(ctx, pending):

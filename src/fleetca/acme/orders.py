@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from fleetca.acme.accounts import new_id
 from fleetca.acme.context import AcmeContext
-from fleetca.acme.http import authenticate, json_response
+from fleetca.acme.http import AuthenticatedRequest, authenticate, json_response
 from fleetca.acme.identifiers import parse_identifiers
 from fleetca.acme.lifecycle import order_needs_refresh, refresh_order
 from fleetca.acme.renewal_info import check_replaces, mark_replaced
@@ -168,13 +168,17 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     return json_response(order_json(order, urls), 201, {"Location": urls.order(order.id)})
 
 
-async def load_order(ctx: AcmeContext, order_id: str, account_id: str, now: datetime) -> Order:
+async def load_order(ctx: AcmeContext, order_id: str, account_id: str, now: datetime,
+                     auth: AuthenticatedRequest | None = None) -> Order:
     """Read the account's order with expiry and authorization outcomes applied, or raise not found.
 
     Polls are the common case: they read without a write lock, and take one
-    only when the order's state has to change.
+    only when the order's state has to change. The nonce of ``auth``, when
+    given, is recorded with the read (see ``authenticate``).
     """
     with ctx.database.read() as repo:
+        if auth is not None:
+            auth.record_nonce(repo)
         current = repo.get_order(order_id)
         if current is None or current.account_id != account_id:
             raise not_found("no such order for this account")
@@ -188,9 +192,9 @@ async def load_order(ctx: AcmeContext, order_id: str, account_id: str, now: date
 
 
 async def order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
-    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True)
+    auth = await authenticate(request, ctx, ca, urls, post_as_get_only=True, nonce_in_handler_read=True)
     assert auth.account is not None
-    current = await load_order(ctx, request.path_params["id"], auth.account.id, ctx.now())
+    current = await load_order(ctx, request.path_params["id"], auth.account.id, ctx.now(), auth)
     headers = {"Location": urls.order(current.id)}
     if current.status == "processing":
         headers["Retry-After"] = str(PROCESSING_RETRY_AFTER_SECONDS)

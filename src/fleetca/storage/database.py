@@ -16,7 +16,7 @@ from fleetca.storage.sql import (
     SQLITE,
     ConnectionPool,
     Dialect,
-    PostgresTransaction,
+    PostgresSession,
     Session,
     begin_sqlite_write,
     connector_for,
@@ -134,8 +134,21 @@ class Database:
         no BEGIN and COMMIT (SQLite in WAL mode, PostgreSQL in autocommit mode).
         A body that needs one consistent view of several rows must use
         :meth:`transaction` instead.
+
+        Where :attr:`writes_in_reads` is True, the body may also defer a
+        write (``Session.defer``), which goes out with its next read, or
+        when the body returns, and commits without waiting for the disk.
         """
         return Reading(self._async_pool if self.dialect is SQLITE else self._fast_pool, self.dialect)
+
+    @property
+    def writes_in_reads(self) -> bool:
+        """Whether a :meth:`read` body may defer a write: on PostgreSQL.
+
+        On SQLite a write needs the write lock, and waiting for it would block
+        the event loop, so writes go through :meth:`transaction_async`.
+        """
+        return self.dialect is not SQLITE
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -147,7 +160,7 @@ class Database:
 class Reading:
     """The context manager of :meth:`Database.read`: a pooled connection outside any transaction."""
 
-    __slots__ = ("_pool", "_dialect", "_connection")
+    __slots__ = ("_pool", "_dialect", "_connection", "_session")
 
     def __init__(self, pool: ConnectionPool, dialect: Dialect) -> None:
         self._pool = pool
@@ -155,10 +168,17 @@ class Reading:
 
     def __enter__(self) -> Repository:
         self._connection = self._pool.acquire()
-        return Repository(Session(self._connection, self._dialect))
+        self._session = Session(self._connection, self._dialect) if self._dialect is SQLITE \
+            else PostgresSession(self._connection, self._dialect, transaction=False)
+        return Repository(self._session)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if exc_type is None:
+            try:
+                self._session.flush()
+            except BaseException:
+                release_after_failure(self._pool, self._connection)
+                raise
             self._pool.release(self._connection)
         else:
             release_after_failure(self._pool, self._connection)
@@ -189,7 +209,7 @@ class AsyncTransaction:
         else:
             self._connection = self._pool.acquire()
             self._session = Session(self._connection, dialect) if self._autocommit \
-                else PostgresTransaction(self._connection, dialect)
+                else PostgresSession(self._connection, dialect)
         return Repository(self._session)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

@@ -193,6 +193,15 @@ def _update(table: Table, values: dict[str, Any], where: str, where_columns: Seq
     return statement
 
 
+def _order_transition(order_id: str, from_status: str | Iterable[str], to_status: str,
+                      values: dict[str, Any]) -> tuple[Statement, list[Any]]:
+    allowed = [from_status] if isinstance(from_status, str) else list(from_status)
+    changes = {"status": to_status, **values}
+    statement = _update(orders, changes, "id = ? AND status IN " + _in_list(len(allowed)),
+                        [_ORDER_ID, *[_ORDER_STATUS] * len(allowed)])
+    return statement, [*changes.values(), order_id, *allowed]
+
+
 def _in_list(count: int) -> str:
     return "(" + ", ".join("?" for _ in range(count)) + ")"
 
@@ -328,11 +337,12 @@ class Repository:
 
     def transition_order(self, order_id: str, from_status: str | Iterable[str], to_status: str, **values: Any) -> bool:
         """Move an order between states; False when another request moved it first."""
-        allowed = [from_status] if isinstance(from_status, str) else list(from_status)
-        changes = {"status": to_status, **values}
-        statement = _update(orders, changes, "id = ? AND status IN " + _in_list(len(allowed)),
-                            [_ORDER_ID, *[_ORDER_STATUS] * len(allowed)])
-        return self.session.rowcount(statement, [*changes.values(), order_id, *allowed]) == 1
+        statement, params = _order_transition(order_id, from_status, to_status, values)
+        return self.session.rowcount(statement, params) == 1
+
+    def defer_transition_order(self, order_id: str, from_status: str, to_status: str, **values: Any) -> None:
+        """Move an order between states with the transaction's next statement, for a caller that ignores the outcome."""
+        self.session.defer(*_order_transition(order_id, from_status, to_status, values))
 
     def cancel_pending_work(self, account_id: str, error: dict[str, Any]) -> int:
         """Invalidate the account's pending and ready orders and deactivate its pending authorizations."""
