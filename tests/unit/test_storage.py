@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -478,3 +479,29 @@ def test_read_sends_deferred_nonce(database: Database, then_read: bool) -> None:
     assert counting.queries == 1
     with database.read() as repo:  # the connection that failed was rolled back and is usable
         assert repo.get_account("acct1") is not None
+
+
+def test_commit_travels_with_last_statement(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_order(make_order("order10"))
+
+    outcomes = []
+    for _ in range(2):
+        with database.transaction(durable=False) as repo:
+            counting = CountingCursor(repo.session.cursor)
+            repo.session.cursor = counting
+            repo.defer_use_nonce(f"nonce10-{len(outcomes)}", NOW, NonceReused)
+            assert repo.get_order("order10") is not None
+            repo.commit_with_next_statement()
+            outcomes.append(repo.transition_order("order10", "pending", "processing"))
+            with pytest.raises(RuntimeError) if database.dialect.name == "postgresql" else contextlib.nullcontext():
+                repo.get_order("order10")
+
+    assert outcomes == [True, False]
+    with database.read() as repo:
+        stored = repo.get_order("order10")
+    assert stored is not None
+    assert stored.status == "processing"
+    if database.dialect.name == "postgresql":
+        assert counting.queries == 2  # BEGIN, the nonce and the read; then the UPDATE and COMMIT

@@ -48,6 +48,8 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
             raise not_found("no such challenge for this account")
         if not auth.is_post_as_get and current.status == "pending" and authz.status == "pending" \
                 and authz.expires > now:
+            # Whether or not this request wins the transition, the transaction ends with it.
+            repo.commit_with_next_statement()
             started = repo.transition_challenge(challenge_id, "pending", "processing", started_at=now)
     assert current is not None and authz is not None
     if started:

@@ -116,6 +116,8 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
         auth.record_nonce(repo)
         if csr_thumbprint is not None and repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
             raise AcmeProblem("badCSR", "the CSR's public key is an account key; use a separate key")
+        # If another request won, only the used nonce is committed, as it would be anyway.
+        repo.commit_with_next_statement()
         if not repo.transition_order(order_id, "ready", "processing"):
             raise AcmeProblem("orderNotReady", "order is being finalized by another request")
 

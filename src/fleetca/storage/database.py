@@ -209,7 +209,7 @@ class AsyncTransaction:
         else:
             self._connection = self._pool.acquire()
             self._session = Session(self._connection, dialect) if self._autocommit \
-                else PostgresSession(self._connection, dialect)
+                else PostgresSession(self._connection, dialect, early_commit=not self._commit_in_thread)
         return Repository(self._session)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

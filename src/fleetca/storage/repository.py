@@ -263,6 +263,10 @@ class Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    def commit_with_next_statement(self) -> None:
+        """Commit the transaction with the next statement, which must be its last (see Session)."""
+        self.session.commit_with_next_statement()
+
     # Issuing CAs
 
     def get_issuing_ca(self, name: str) -> dict[str, Any] | None:

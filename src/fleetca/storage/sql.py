@@ -236,6 +236,13 @@ class Session:
     def flush(self) -> None:
         """Do nothing, because this session runs each deferred statement at once."""
 
+    def commit_with_next_statement(self) -> None:
+        """Let the next statement carry the COMMIT, where that saves a round trip (PostgreSQL).
+
+        The caller then runs that one statement and no other, and its outcome
+        is committed whatever it is. Here the transaction commits as usual.
+        """
+
     def commit(self) -> None:
         self.connection.commit()
 
@@ -257,7 +264,9 @@ class PostgresSession(Session):
 
     In a transaction, BEGIN waits in the queue with the deferred statements.
     The next statement whose result the caller reads goes out behind them in
-    one simple query, and so does the COMMIT. Take a newOrder transaction of
+    one simple query, and so does the COMMIT. The COMMIT can also travel with
+    a statement that the caller marks as the transaction's last
+    (:meth:`commit_with_next_statement`). Take a newOrder transaction of
     BEGIN, five INSERTs and COMMIT on fleetca's schema, run 1,500 times
     against the local server. As seven round trips it cost about 840 µs of
     CPU in the client and the backend together, and as one query about 400 µs.
@@ -272,26 +281,45 @@ class PostgresSession(Session):
     one this class sends.
     """
 
-    __slots__ = ("_queue", "_begun", "_conflicts")
+    __slots__ = ("_queue", "_begun", "_conflicts", "_early_commit", "_commit_next", "_committed")
 
-    def __init__(self, connection: Any, dialect: Dialect, *, transaction: bool = True) -> None:
+    def __init__(self, connection: Any, dialect: Dialect, *, transaction: bool = True,
+                 early_commit: bool = True) -> None:
         super().__init__(connection, dialect)
         self._queue: list[str] = ["BEGIN"] if transaction else []
         # True once BEGIN went out, or from the start outside a transaction.
         self._begun = not transaction
         # Table name -> the exception a unique violation in one of its deferred rows raises.
         self._conflicts: dict[str, Callable[[], Exception]] = {}
+        # Whether commit_with_next_statement may send COMMIT from the calling
+        # thread: False where the COMMIT waits for the disk and must run in a thread.
+        self._early_commit = early_commit and transaction
+        self._commit_next = False
+        self._committed = False
 
     def defer(self, statement: Statement, params: Sequence[Any] = (), *,
               on_unique_violation: Callable[[], Exception] | None = None) -> None:
+        self._check_open()
         self._queue.append(self._literal(statement, params))
         if on_unique_violation is not None:
             self._conflicts[statement.table_name()] = on_unique_violation
 
     def execute(self, statement: Statement, params: Sequence[Any] = ()) -> Any:
+        self._check_open()
+        if self._commit_next:
+            self._committed = True
+            return self._send(self._literal(statement, params), "COMMIT")
         if self._queue:
             return self._send(self._literal(statement, params))
         return super().execute(statement, params)
+
+    def commit_with_next_statement(self) -> None:
+        if self._early_commit:
+            self._commit_next = True
+
+    def _check_open(self) -> None:
+        if self._committed:
+            raise RuntimeError("the transaction was committed with its last statement; open a new one")
 
     def flush(self) -> None:
         """Send the deferred statements now; a BEGIN with nothing after it stays queued."""
@@ -299,10 +327,13 @@ class PostgresSession(Session):
             self._send("")
 
     def commit(self) -> None:
+        if self._committed:
+            return
         if self._begun or len(self._queue) > 1:
             self._send("COMMIT")
 
     def savepoint_violates_integrity(self, statement: Statement, params: Sequence[Any]) -> bool:
+        self._check_open()
         if self._queue:
             self._send("")
         return super().savepoint_violates_integrity(statement, params)
@@ -312,11 +343,14 @@ class PostgresSession(Session):
         values = [value if write is None else write(value) for write, value in zip(writers, params, strict=True)]
         return self.connection.fleetca_literal_cursor.mogrify(text, values)
 
-    def _send(self, last: str) -> Any:
-        """Send the queue and ``last`` as one query, and leave the cursor on the result of ``last``."""
+    def _send(self, last: str, trailing: str = "") -> Any:
+        """Send the queue, ``last`` and ``trailing`` as one query, and leave the cursor on the result of ``last``."""
         queue = self._queue
         if last:
             queue.append(last)
+        results_before_last = len(queue) - 1
+        if trailing:
+            queue.append(trailing)
         query = ";".join(queue)
         # BEGIN leaves the queue with the first query, even one that fails,
         # because the rollback of a failed transaction ends it on the server.
@@ -329,8 +363,8 @@ class PostgresSession(Session):
             if raise_instead is None:
                 raise
             raise raise_instead() from None
-        while self.cursor.nextset():
-            pass
+        for _ in range(results_before_last):
+            self.cursor.nextset()
         return self.cursor
 
 
