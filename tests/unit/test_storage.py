@@ -505,3 +505,29 @@ def test_commit_travels_with_last_statement(database: Database) -> None:
     assert stored.status == "processing"
     if database.dialect.name == "postgresql":
         assert counting.queries == 2  # BEGIN, the nonce and the read; then the UPDATE and COMMIT
+
+
+def test_order_read_with_authorization_states(database: Database) -> None:
+    expires = NOW + timedelta(days=1)
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        for authz_id, status in (("authz11", "pending"), ("authz12", "valid")):
+            repo.add_authorization(Authorization(
+                id=authz_id, account_id="acct1", identifier=Identifier("dns", f"{authz_id}.devices.example"),
+                wildcard=False, status=status, expires=expires, created_at=NOW, challenges=[]))
+        repo.add_order(make_order("order11", ["authz12", "authz11"]))
+        repo.add_order(make_order("order12"))
+
+    with database.read() as repo:
+        with_authorizations = repo.get_order_with_states("order11")
+        without = repo.get_order_with_states("order12")
+        missing = repo.get_order_with_states("order13")
+
+    assert with_authorizations is not None
+    order, states = with_authorizations
+    assert order.authorization_ids == ["authz12", "authz11"]
+    assert states == {"authz11": ("pending", expires), "authz12": ("valid", expires)}
+    assert without is not None
+    assert without[0].authorization_ids == []
+    assert without[1] == {}
+    assert missing is None

@@ -179,10 +179,10 @@ async def load_order(ctx: AcmeContext, order_id: str, account_id: str, now: date
     with ctx.database.read() as repo:
         if auth is not None:
             auth.record_nonce(repo)
-        current = repo.get_order(order_id)
-        if current is None or current.account_id != account_id:
-            raise not_found("no such order for this account")
-        states = {a: (status, expires) for a, status, expires in repo.authorization_states(current.authorization_ids)}
+        found = repo.get_order_with_states(order_id)
+    if found is None or found[0].account_id != account_id:
+        raise not_found("no such order for this account")
+    current, states = found
     if order_needs_refresh(current, states, now):
         async with ctx.database.transaction_async(durable=False) as repo:
             fresh = repo.get_order(current.id)

@@ -55,6 +55,12 @@ _ORDER_WITH_AUTHORIZATION_IDS = Statement(
     f"SELECT {', '.join('o.' + c.name for c in _ORDER_COLUMNS)}, oa.authorization_id "
     "FROM orders o LEFT JOIN order_authorizations oa ON oa.order_id = o.id WHERE o.id = ? ORDER BY oa.position",
     [O.id], [*_ORDER_COLUMNS, order_authorizations.c.authorization_id])
+# The same with each authorization's status and expiry, which a poll needs to refresh the order.
+_ORDER_WITH_AUTHORIZATION_STATES = Statement(
+    f"SELECT {', '.join('o.' + c.name for c in _ORDER_COLUMNS)}, a.status, a.expires, oa.authorization_id "
+    "FROM orders o LEFT JOIN order_authorizations oa ON oa.order_id = o.id "
+    "LEFT JOIN authorizations a ON a.id = oa.authorization_id WHERE o.id = ? ORDER BY oa.position",
+    [O.id], [*_ORDER_COLUMNS, Z.status, Z.expires, order_authorizations.c.authorization_id])
 _INSERT_ORDER = insert_into(orders, _ORDER_COLUMNS)
 # The pending and ready orders that include an authorization, each with all its
 # authorization ids, one row per authorization id.
@@ -320,6 +326,14 @@ class Repository:
     def get_order(self, order_id: str) -> Order | None:
         rows = self.session.rows(_ORDER_WITH_AUTHORIZATION_IDS, [order_id])
         return _order(rows) if rows else None
+
+    def get_order_with_states(self, order_id: str) -> tuple[Order, dict[str, tuple[str, datetime]]] | None:
+        """Return the order and the (status, expires) of each of its authorizations, in one query."""
+        rows = self.session.rows(_ORDER_WITH_AUTHORIZATION_STATES, [order_id])
+        if not rows:
+            return None
+        states = {row[-1]: (row[-3], row[-2]) for row in rows if row[-1] is not None and row[-3] is not None}
+        return _order(rows), states
 
     def open_orders_of_authorization(self, authz_id: str) -> list[Order]:
         """Return the pending and ready orders that include ``authz_id``, in id order."""
