@@ -96,6 +96,8 @@ CONTACT_CASES = {
     "fail/no-domain-dot": (["mailto:ops@localhost"], "invalidContact"),
     "fail/query": (["mailto:ops@example.test?subject=hi"], "invalidContact"),
     "fail/two-addresses": (["mailto:a@example.test,b@example.test"], "invalidContact"),
+    "fail/nul-character": (["mailto:o\u0000ps@example.test"], "invalidContact"),
+    "fail/control-character": (["mailto:ops\u007f@example.test"], "invalidContact"),
     "fail/too-many": ([f"mailto:ops{i}@example.test" for i in range(11)], "invalidContact"),
     "fail/not-array": ("mailto:ops@example.test", "malformed"),
     "fail/not-strings": ([7], "malformed"),

@@ -41,8 +41,8 @@ def parse_contacts(raw: Any) -> list[str]:
         if scheme.lower() != "mailto":
             raise AcmeProblem("unsupportedContact", f"contact {uri!r} is not supported; use a mailto: URI")
         local, at, domain = address.partition("@")
-        if not at or not local or "." not in domain or any(c in address for c in "?,;<> \t\r\n") \
-                or len(uri) > 254:
+        if not at or not local or "." not in domain or any(c in address for c in "?,;<> ") \
+                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in address) or len(uri) > 254:
             raise AcmeProblem("invalidContact", f"contact {uri!r} is not a single plain e-mail address")
         contacts.append(f"mailto:{address}")
     return contacts
