@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 from tests.acme.test_flow import answer_http01
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv
-from tests.support.acme_client import AcmeClient, Reply, b64url, make_csr
+from tests.conformance.helpers import inner_jws
+from tests.support.acme_client import AcmeClient, Reply, b64url, make_csr, new_key
 from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaServer
 
@@ -105,3 +106,51 @@ def test_validation_started_on_one_process_visible_on_other(two_processes: tuple
     started = client.post_raw(on(second, challenge["url"]), client.sign(challenge["url"], {}))
     assert started.status == 200, started.body
     assert client.poll(order_url, ("ready", "invalid"))["status"] == "ready"
+
+
+def new_order_on(server: FleetcaServer, client: AcmeClient, label: str, **sign_options: object) -> Reply:
+    url = client.directory["newOrder"]
+    body = client.sign(url, {"identifiers": [{"type": "dns", "value": f"{label}.devices.example.test"}]},
+                       **sign_options)
+    return client.post_raw(on(server, url), body)
+
+
+def order_count(server: FleetcaServer, account_url: str) -> int:
+    account_id = account_url.rsplit("/", 1)[1]
+    return server.query("SELECT count(*) FROM orders WHERE account_id = :a", a=account_id)[0][0]
+
+
+def test_deactivation_reaches_other_process(two_processes: tuple[FleetcaServer, FleetcaServer]) -> None:
+    first, second = two_processes
+    client = AcmeClient(first.directory_url(), first.root_pem)
+    assert client.new_account().status == 201
+    assert new_order_on(second, client, "mp-deactivate1").status == 201  # the second process caches the account
+
+    deactivated = client.post(client.account_url, {"status": "deactivated"})
+    rejected = new_order_on(second, client, "mp-deactivate2")
+    rejected_again = new_order_on(second, client, "mp-deactivate3")
+
+    assert deactivated.status == 200, deactivated.body
+    assert rejected.status == 401, rejected.body
+    assert rejected.problem_type == "unauthorized"
+    assert rejected_again.status == 401, rejected_again.body
+    assert order_count(second, client.account_url) == 1
+
+
+def test_key_change_reaches_other_process(two_processes: tuple[FleetcaServer, FleetcaServer]) -> None:
+    first, second = two_processes
+    client = AcmeClient(first.directory_url(), first.root_pem)
+    assert client.new_account().status == 201
+    assert new_order_on(second, client, "mp-rollover1").status == 201  # the second process caches the old key
+    old_key, replacement = client.key, new_key()
+
+    changed = client.post(client.directory["keyChange"], inner_jws(client, replacement))
+    with_old_key = new_order_on(second, client, "mp-rollover2", key=old_key)
+    client.key = replacement
+    with_new_key = new_order_on(second, client, "mp-rollover3")
+
+    assert changed.status == 200, changed.body
+    assert with_old_key.status in (401, 403), with_old_key.body
+    assert with_old_key.problem_type in ("unauthorized", "malformed")
+    assert with_new_key.status == 201, with_new_key.body
+    assert order_count(second, client.account_url) == 2

@@ -531,3 +531,60 @@ def test_order_read_with_authorization_states(database: Database) -> None:
     assert without[0].authorization_ids == []
     assert without[1] == {}
     assert missing is None
+
+
+class AccountChanged(Exception):
+    pass
+
+
+NONCE_ACCOUNT_CASES = {
+    "valid-same-key": ("acct1", "thumb1", "valid", None),
+    "deactivated": ("acct1", "thumb1", "deactivated", AccountChanged),
+    "other-key": ("acct1", "thumb2", "valid", AccountChanged),
+    "unknown-account": ("acct9", "thumb1", "valid", AccountChanged),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NONCE_ACCOUNT_CASES))
+def test_nonce_checks_account(database: Database, case: str) -> None:
+    account_id, thumbprint, status, raised = NONCE_ACCOUNT_CASES[case]
+    with database.transaction() as repo:
+        repo.add_account(make_account("acct1", "thumb1"))
+        repo.update_account("acct1", status=status)
+
+    def record() -> None:
+        with database.transaction(durable=False) as repo:
+            repo.defer_use_nonce("nonce12", NOW, NonceReused, (account_id, thumbprint), AccountChanged)
+            repo.add_order(make_order("order12"))
+
+    if raised is None:
+        record()
+    else:
+        with pytest.raises(raised):
+            record()
+
+    with database.read() as repo:
+        stored = repo.get_order("order12")
+    assert (stored is not None) == (raised is None)
+    if raised is None:
+        with pytest.raises(NonceReused):  # a second use of the nonce still fails as a replay
+            record()
+
+
+@pytest.mark.parametrize("status", ["valid", "deactivated"])
+def test_nonce_checks_account_alone(database: Database, status: str) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account("acct1", "thumb1"))
+        repo.update_account("acct1", status=status)
+
+    async def record() -> None:
+        async with database.transaction_async(durable=False, single_statement=True) as repo:
+            repo.defer_use_nonce("nonce13", NOW, NonceReused, ("acct1", "thumb1"), AccountChanged)
+
+    if status == "valid":
+        asyncio.run(record())
+        with pytest.raises(NonceReused):
+            asyncio.run(record())
+    else:
+        with pytest.raises(AccountChanged):
+            asyncio.run(record())

@@ -98,6 +98,7 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
             raise AcmeProblem("malformed", "an account for this key was created concurrently; retry", status=409)
         repo.audit(now, "account.created", ca.name, {"account": account.id, "key": thumbprint, "eab_key": eab_key_id})
     emit_audit("account.created", ca.name, {"account": account.id, "eab_key": eab_key_id})
+    ctx.accounts.put(account)
     request.state.account_id = account.id
     body = account_json(account, urls)
     if binding is not None:
@@ -112,7 +113,11 @@ async def account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls)
         raise unauthorized("an account can only be read or changed with its own key")
     current = auth.account
     if auth.is_post_as_get:
-        return json_response(account_json(current, urls), 200, {"Location": urls.account(current.id)})
+        # The account may come from this process's cache; the response shows the stored one.
+        with ctx.database.read() as repo:
+            stored = repo.get_account(current.id)
+        assert stored is not None
+        return json_response(account_json(stored, urls), 200, {"Location": urls.account(stored.id)})
 
     # §7.3.2: only contact and a change to "deactivated" take effect; other
     # fields, including other status values and orders, are ignored.
@@ -132,6 +137,7 @@ async def account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls)
             })
             repo.audit(now, "account.deactivated", ca.name, {"account": current.id, "cancelled_orders": cancelled})
         updated = repo.get_account(current.id)
+    ctx.accounts.discard(current.id)
     assert updated is not None
     return json_response(account_json(updated, urls), 200, {"Location": urls.account(updated.id)})
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fleetca.acme.account_cache import AccountCache
 from fleetca.acme.nonces import NonceService
 from fleetca.ca.registry import IssuingCa
 from fleetca.clock import Clock
@@ -27,6 +28,7 @@ class AcmeContext:
     validator: Validator
     clock: Clock
     background_tasks: set[Any] = field(default_factory=set)
+    accounts: AccountCache = field(default_factory=AccountCache)
 
     @functools.cached_property
     def base_url(self) -> str:

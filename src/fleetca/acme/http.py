@@ -38,10 +38,15 @@ Handler = Callable[[Request, AcmeContext, IssuingCa, Urls], Awaitable[Response]]
 
 @dataclass
 class PendingNonce:
-    """A request's nonce, checked but not yet recorded as used; see :func:`authenticate`."""
+    """A request's nonce, checked but not yet recorded as used; see :func:`authenticate`.
+
+    ``account`` is the (id, key thumbprint) of the account that signed the
+    request, which recording the nonce checks against the database.
+    """
 
     value: str
     issued_at: datetime
+    account: tuple[str, str] | None = None
     recorded: bool = False
 
 
@@ -56,10 +61,14 @@ class AuthenticatedRequest:
     pending_nonce: PendingNonce | None = None
 
     def record_nonce(self, repo: Repository) -> None:
-        """Record the nonce as used in the handler's write transaction; badNonce if another request used it."""
+        """Record the nonce as used in the handler's write transaction; badNonce if another request used it.
+
+        unauthorized is raised instead if the account was deactivated or
+        changed its key since this process cached it.
+        """
         pending = self.pending_nonce
         if pending is not None and not pending.recorded:
-            self.ctx.nonces.record(repo, pending.value, pending.issued_at)
+            _record(self.ctx, repo, pending)
             pending.recorded = True
 
     @property
@@ -130,6 +139,7 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
 
     # Find the key: an embedded jwk only where the RFC allows it, otherwise the account's.
     account: Account | None = None
+    verified = False
     jws.check_account_alg(parsed.alg)
     if parsed.jwk is not None:
         if not jwk_allowed:
@@ -139,21 +149,33 @@ async def authenticate(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: 
         if not kid_allowed:
             raise malformed("this request must carry the account's public key in 'jwk', not 'kid'")
         account_id = urls.account_id_from_kid(parsed.kid or "")
-        if account_id:
-            with ctx.database.read() as repo:
-                account = repo.get_account(account_id)
+        account = ctx.accounts.get(account_id) if account_id else None
+        if account is not None and account.ca_name == ca.name:
+            try:
+                key = jws.import_account_key(account.jwk, parsed.alg)
+                jws.verify_signature(parsed, key, jws.ACCOUNT_KEY_ALGORITHM_NAMES)
+                verified = True
+            except AcmeProblem:
+                # Another process may have changed the account's key, so the stored key decides.
+                account = None
+        if account is None:
+            account = _read_account(ctx, account_id)
         if account is None or account.ca_name != ca.name:
             raise AcmeProblem("accountDoesNotExist", f"no account at {parsed.kid!r}")
-        key = jws.import_account_key(account.jwk, parsed.alg)
+        if not verified:
+            key = jws.import_account_key(account.jwk, parsed.alg)
 
     # The signature comes before any state-dependent check, so unauthenticated
     # requests learn nothing and burn no nonces.
-    jws.verify_signature(parsed, key, jws.ACCOUNT_KEY_ALGORITHM_NAMES)
+    if not verified:
+        jws.verify_signature(parsed, key, jws.ACCOUNT_KEY_ALGORITHM_NAMES)
     if parsed.url != request_url(ctx, request):
         raise unauthorized(f"JWS 'url' {parsed.url!r} does not match the request URL "
                            f"{request_url(ctx, request)!r}")
     nonce = parsed.nonce or ""
-    pending = PendingNonce(nonce, ctx.nonces.check(nonce, ctx.now()))
+    # An account served from the cache is checked against the database when the nonce is recorded.
+    checked = (account.id, account.key_thumbprint) if verified and account.status == "valid" else None
+    pending = PendingNonce(nonce, ctx.nonces.check(nonce, ctx.now()), account=checked)
     if nonce_in_handler_read and ctx.database.writes_in_reads:
         nonce_in_handler_transaction = True
     if nonce_in_handler_transaction:
@@ -193,17 +215,52 @@ def add_common_headers(response: Response, ctx: AcmeContext, directory_url: str 
 _COMMON_HEADER_NAMES = frozenset({b"replay-nonce", b"cache-control", b"link"})
 
 
-async def _record_alone(ctx: AcmeContext, pending: PendingNonce) -> bool:
+async def _record_alone(ctx: AcmeContext, pending: PendingNonce, *, check_account: bool = True) -> bool:
     """Record a nonce as used in a transaction of its own; return False when it was already used.
 
-    The commit skips the fsync, because it changes nothing but the used-nonce table.
+    The commit skips the fsync, because it changes nothing but the used-nonce
+    table. With ``check_account``, unauthorized is raised if the account
+    changed (see :meth:`AuthenticatedRequest.record_nonce`).
     """
     try:
         async with ctx.database.transaction_async(durable=False, single_statement=True) as repo:
-            ctx.nonces.record(repo, pending.value, pending.issued_at)
-    except AcmeProblem:
+            if check_account:
+                _record(ctx, repo, pending)
+            else:
+                ctx.nonces.record(repo, pending.value, pending.issued_at)
+    except AcmeProblem as problem:
+        if problem.type != "badNonce":
+            raise
         return False
     return True
+
+
+def _record(ctx: AcmeContext, repo: Repository, pending: PendingNonce) -> None:
+    """Record the pending nonce, checking that its account is still valid with the key that signed."""
+    if pending.account is None:
+        ctx.nonces.record(repo, pending.value, pending.issued_at)
+        return
+    account_id = pending.account[0]
+
+    def account_changed() -> AcmeProblem:
+        ctx.accounts.discard(account_id)
+        return unauthorized("the account was deactivated or its key changed while this request was on its way; "
+                            "send it again", status=401)
+
+    ctx.nonces.record(repo, pending.value, pending.issued_at, pending.account, account_changed)
+
+
+def _read_account(ctx: AcmeContext, account_id: str) -> Account | None:
+    """Read the account from the database and cache it, or drop it from the cache when it is gone."""
+    if not account_id:
+        return None
+    with ctx.database.read() as repo:
+        account = repo.get_account(account_id)
+    if account is None:
+        ctx.accounts.discard(account_id)
+    else:
+        ctx.accounts.put(account)
+    return account
 
 
 def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -233,7 +290,7 @@ def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         pending: PendingNonce | None = request.state.pending_nonce
         if pending is not None and (problem_type is not None or not pending.recorded):
             try:
-                fresh = await _record_alone(ctx, pending)
+                fresh = await _record_alone(ctx, pending, check_account=False)
             except Exception:
                 request_log.exception("recording a used nonce failed", extra={"path": request.url.path})
                 problem_type = "serverInternal"

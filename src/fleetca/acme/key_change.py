@@ -67,6 +67,7 @@ async def key_change(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Ur
         repo.audit(now, "account.key-changed", ca.name,
                    {"account": account.id, "old_key": old_thumbprint, "new_key": new_thumbprint})
         updated = repo.get_account(account.id)
+    ctx.accounts.discard(account.id)
     emit_audit("account.key-changed", ca.name, {"account": account.id})
     assert updated is not None
     return json_response(account_json(updated, urls), 200, {"Location": urls.account(account.id)})

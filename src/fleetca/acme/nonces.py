@@ -18,6 +18,7 @@ import os
 import struct
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
+from typing import Callable
 
 from fleetca.acme.jws import b64url_decode, b64url_encode
 from fleetca.acme.problems import AcmeProblem
@@ -48,13 +49,15 @@ class NonceService:
         with self.database.transaction(durable=False) as new_repo:
             self.record(new_repo, nonce, issued_at)
 
-    def record(self, repo: Repository, nonce: str, issued_at: datetime) -> None:
+    def record(self, repo: Repository, nonce: str, issued_at: datetime, account: tuple[str, str] | None = None,
+               account_changed: Callable[[], Exception] | None = None) -> None:
         """Record ``nonce``, which :meth:`check` accepted, as used in ``repo``'s transaction.
 
         badNonce is raised if it was used before: at once on SQLite, and by the
         transaction's next statement on PostgreSQL, which sends the INSERT with it.
+        ``account`` and ``account_changed`` are as in ``Repository.defer_use_nonce``.
         """
-        repo.defer_use_nonce(nonce, issued_at + self.lifetime, used_nonce)
+        repo.defer_use_nonce(nonce, issued_at + self.lifetime, used_nonce, account, account_changed)
 
     def check(self, nonce: str, now: datetime) -> datetime:
         """Return the issue time of a nonce this server issued and that has not expired, or raise badNonce.

@@ -217,21 +217,24 @@ class Session:
         return self.execute(statement, params).rowcount
 
     def defer(self, statement: Statement, params: Sequence[Any] = (), *,
-              on_unique_violation: Callable[[], Exception] | None = None) -> None:
+              on_unique_violation: Callable[[], Exception] | None = None,
+              on_not_null_violation: Callable[[], Exception] | None = None) -> None:
         """Run a statement whose result the caller does not read, now or with a later one of the transaction.
 
         A PostgreSQL transaction sends deferred statements together with the
         next statement or the COMMIT (:class:`PostgresSession`). An error
         of a deferred statement is therefore raised by a later call. A unique
-        violation of its table then raises ``on_unique_violation()`` instead.
-        Here, on SQLite and outside a transaction, the statement runs at once.
+        or NOT NULL violation in its table then raises ``on_unique_violation()``
+        or ``on_not_null_violation()`` instead. Here, on SQLite and outside a
+        transaction, the statement runs at once.
         """
         try:
             self.execute(statement, params)
-        except INTEGRITY_ERRORS:
-            if on_unique_violation is None:
+        except INTEGRITY_ERRORS as exc:
+            raise_instead = on_not_null_violation if _is_not_null_violation(exc) else on_unique_violation
+            if raise_instead is None:
                 raise
-            raise on_unique_violation() from None
+            raise raise_instead() from None
 
     def flush(self) -> None:
         """Do nothing, because this session runs each deferred statement at once."""
@@ -289,8 +292,9 @@ class PostgresSession(Session):
         self._queue: list[str] = ["BEGIN"] if transaction else []
         # True once BEGIN went out, or from the start outside a transaction.
         self._begun = not transaction
-        # Table name -> the exception a unique violation in one of its deferred rows raises.
-        self._conflicts: dict[str, Callable[[], Exception]] = {}
+        # (table name, whether a NOT NULL violation) -> the exception that a
+        # unique or NOT NULL violation in one of its deferred rows raises.
+        self._conflicts: dict[tuple[str, bool], Callable[[], Exception]] = {}
         # Whether commit_with_next_statement may send COMMIT from the calling
         # thread: False where the COMMIT waits for the disk and must run in a thread.
         self._early_commit = early_commit and transaction
@@ -298,11 +302,15 @@ class PostgresSession(Session):
         self._committed = False
 
     def defer(self, statement: Statement, params: Sequence[Any] = (), *,
-              on_unique_violation: Callable[[], Exception] | None = None) -> None:
+              on_unique_violation: Callable[[], Exception] | None = None,
+              on_not_null_violation: Callable[[], Exception] | None = None) -> None:
         self._check_open()
         self._queue.append(self._literal(statement, params))
+        table = statement.table_name()
         if on_unique_violation is not None:
-            self._conflicts[statement.table_name()] = on_unique_violation
+            self._conflicts[(table, False)] = on_unique_violation
+        if on_not_null_violation is not None:
+            self._conflicts[(table, True)] = on_not_null_violation
 
     def execute(self, statement: Statement, params: Sequence[Any] = ()) -> Any:
         self._check_open()
@@ -358,14 +366,20 @@ class PostgresSession(Session):
         self._begun = True
         try:
             self.cursor.execute(query, prepare=False)
-        except psycopg.errors.UniqueViolation as exc:
-            raise_instead = self._conflicts.get(exc.diag.table_name or "")
+        except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
+            raise_instead = self._conflicts.get((exc.diag.table_name or "", _is_not_null_violation(exc)))
             if raise_instead is None:
                 raise
             raise raise_instead() from None
         for _ in range(results_before_last):
             self.cursor.nextset()
         return self.cursor
+
+
+def _is_not_null_violation(error: Exception) -> bool:
+    if isinstance(error, sqlite3.IntegrityError):
+        return error.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_NOTNULL
+    return psycopg is not None and isinstance(error, psycopg.errors.NotNullViolation)
 
 
 class _SqliteConnection(sqlite3.Connection):
