@@ -588,3 +588,14 @@ def test_nonce_checks_account_alone(database: Database, status: str) -> None:
     else:
         with pytest.raises(AccountChanged):
             asyncio.run(record())
+
+
+def test_autovacuum_setting_read(database: Database) -> None:
+    enabled = database.autovacuum_enabled()
+
+    if database.dialect.name == "sqlite":
+        assert enabled is None
+    else:
+        with database.engine.connect() as conn:
+            setting = conn.exec_driver_sql("SELECT setting FROM pg_settings WHERE name = 'autovacuum'").scalar_one()
+        assert enabled is (setting == "on")

@@ -168,6 +168,9 @@ async def _prune_nonces(ctx: AcmeContext) -> None:
 def create_app(ctx: AcmeContext) -> AcmeApplication:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if ctx.database.autovacuum_enabled() is False:
+            log.warning("PostgreSQL's autovacuum is off, so tables are never analyzed and query plans degrade "
+                        "as they grow; turn it on, or run ANALYZE on fleetca's database regularly")
         resumed = await challenges.resume_processing_challenges(ctx)
         if resumed:
             log.info("resumed %d challenge validations left in processing", resumed)

@@ -150,6 +150,19 @@ class Database:
         """
         return self.dialect is not SQLITE
 
+    def autovacuum_enabled(self) -> bool | None:
+        """Return whether PostgreSQL's autovacuum daemon runs, or None on SQLite, which has none.
+
+        Without it no table is ever analyzed, so the planner keeps the plans
+        it chose while the tables were nearly empty: on a server with
+        autovacuum off, one statement per certificate scanned
+        order_authorizations in full after a few thousand certificates.
+        """
+        if self.dialect is SQLITE:
+            return None
+        with self.engine.connect() as connection:
+            return connection.exec_driver_sql("SHOW autovacuum").scalar_one() == "on"
+
     def dispose(self) -> None:
         self.engine.dispose()
         self._durable_pool.dispose()
