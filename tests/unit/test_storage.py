@@ -430,10 +430,7 @@ class CountingCursor:
 def test_postgres_transaction_sends_deferred_rows_together(database: Database) -> None:
     if database.dialect.name != "postgresql":
         pytest.skip("only PostgreSQL transactions defer statements")
-    authz = Authorization(id="authz8", account_id="acct1", identifier=Identifier("dns", "d8.devices.example"),
-                          wildcard=False, status="pending", expires=NOW, created_at=NOW,
-                          challenges=[Challenge(id="ch8", authorization_id="authz8", type="http-01", token="t",
-                                                status="pending")])
+    authz = make_authorization("authz8")
     with database.transaction() as repo:
         repo.add_account(make_account())
 
@@ -511,10 +508,8 @@ def test_order_read_with_authorization_states(database: Database) -> None:
     expires = NOW + timedelta(days=1)
     with database.transaction() as repo:
         repo.add_account(make_account())
-        for authz_id, status in (("authz11", "pending"), ("authz12", "valid")):
-            repo.add_authorization(Authorization(
-                id=authz_id, account_id="acct1", identifier=Identifier("dns", f"{authz_id}.devices.example"),
-                wildcard=False, status=status, expires=expires, created_at=NOW, challenges=[]))
+        repo.add_authorization(make_authorization("authz11", "pending"))
+        repo.add_authorization(make_authorization("authz12", "valid"))
         repo.add_order(make_order("order11", ["authz12", "authz11"]))
         repo.add_order(make_order("order12"))
 

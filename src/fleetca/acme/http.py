@@ -224,10 +224,7 @@ async def _record_alone(ctx: AcmeContext, pending: PendingNonce, *, check_accoun
     """
     try:
         async with ctx.database.transaction_async(durable=False, single_statement=True) as repo:
-            if check_account:
-                _record(ctx, repo, pending)
-            else:
-                ctx.nonces.record(repo, pending.value, pending.issued_at)
+            _record(ctx, repo, pending, check_account=check_account)
     except AcmeProblem as problem:
         if problem.type != "badNonce":
             raise
@@ -235,9 +232,9 @@ async def _record_alone(ctx: AcmeContext, pending: PendingNonce, *, check_accoun
     return True
 
 
-def _record(ctx: AcmeContext, repo: Repository, pending: PendingNonce) -> None:
-    """Record the pending nonce, checking that its account is still valid with the key that signed."""
-    if pending.account is None:
+def _record(ctx: AcmeContext, repo: Repository, pending: PendingNonce, *, check_account: bool = True) -> None:
+    """Record the pending nonce; with ``check_account``, check that its account is still valid with the signing key."""
+    if pending.account is None or not check_account:
         ctx.nonces.record(repo, pending.value, pending.issued_at)
         return
     account_id = pending.account[0]

@@ -191,10 +191,13 @@ class Session:
 
     def execute(self, statement: Statement, params: Sequence[Any] = ()) -> Any:
         """Run ``statement`` and return the cursor, whose result is valid until the next statement."""
-        text, writers, _ = statement.compiled(self.dialect)
-        values = [value if write is None else write(value) for write, value in zip(writers, params, strict=True)]
-        self.cursor.execute(text, values)
+        self.cursor.execute(*self._bound(statement, params))
         return self.cursor
+
+    def _bound(self, statement: Statement, params: Sequence[Any]) -> tuple[str, list[Any]]:
+        """Return the statement's text in this dialect and its parameters written for the driver."""
+        text, writers, _ = statement.compiled(self.dialect)
+        return text, [value if write is None else write(value) for write, value in zip(writers, params, strict=True)]
 
     def rows(self, statement: Statement, params: Sequence[Any] = ()) -> list[list[Any]]:
         """Run a query and return its rows with each value read back into its Python type."""
@@ -347,9 +350,7 @@ class PostgresSession(Session):
         return super().savepoint_violates_integrity(statement, params)
 
     def _literal(self, statement: Statement, params: Sequence[Any]) -> str:
-        text, writers, _ = statement.compiled(self.dialect)
-        values = [value if write is None else write(value) for write, value in zip(writers, params, strict=True)]
-        return self.connection.fleetca_literal_cursor.mogrify(text, values)
+        return self.connection.fleetca_literal_cursor.mogrify(*self._bound(statement, params))
 
     def _send(self, last: str, trailing: str = "") -> Any:
         """Send the queue, ``last`` and ``trailing`` as one query, and leave the cursor on the result of ``last``."""
