@@ -73,7 +73,7 @@ def serve(listen_port: int, upstream: tuple[str, int], round_trip: float) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen-port", type=int, required=True, help="port to listen on, on 127.0.0.1")
-    parser.add_argument("--upstream", required=True, help="HOST:PORT to forward to; it must be a loopback address")
+    parser.add_argument("--upstream", required=True, help="HOST:PORT to forward to, on a loopback address")
     parser.add_argument("--round-trip-ms", type=float, required=True,
                         help="milliseconds added to each round trip, half in each direction")
     args = parser.parse_args()

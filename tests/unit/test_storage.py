@@ -501,7 +501,7 @@ def test_commit_travels_with_last_statement(database: Database) -> None:
     assert stored is not None
     assert stored.status == "processing"
     if database.dialect.name == "postgresql":
-        assert counting.queries == 2  # BEGIN, the nonce and the read; then the UPDATE and COMMIT
+        assert counting.queries == 2  # BEGIN, the nonce and the read, then the UPDATE with COMMIT
 
 
 def test_order_read_with_authorization_states(database: Database) -> None:

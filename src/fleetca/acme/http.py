@@ -233,7 +233,10 @@ async def _record_alone(ctx: AcmeContext, pending: PendingNonce, *, check_accoun
 
 
 def _record(ctx: AcmeContext, repo: Repository, pending: PendingNonce, *, check_account: bool = True) -> None:
-    """Record the pending nonce; with ``check_account``, check that its account is still valid with the signing key."""
+    """Record the pending nonce.
+
+    With ``check_account``, also check that its account is still valid and has the signing key.
+    """
     if pending.account is None or not check_account:
         ctx.nonces.record(repo, pending.value, pending.issued_at)
         return

@@ -70,7 +70,7 @@ def account_eab_key(repo: Repository, account: Account) -> EabKey | None:
 def authorization_for(repo: Repository, account: Account, ident: Identifier, eab_key: EabKey | None,
                       now: datetime, lifetimes: LifetimeSettings,
                       valid_until: datetime) -> tuple[str, tuple[str, datetime]]:
-    """Return the id, status and expiry of an authorization for ``ident``: reused, pre-authorized, or new and pending."""
+    """Return the id, status and expiry of the authorization for ``ident``, which is reused, pre-authorized or new."""
     wildcard = ident.type == "dns" and ident.value.startswith("*.")
     base = Identifier(ident.type, ident.value.removeprefix("*."))
     reused = repo.find_reusable_authorization(account.id, base, wildcard, valid_until)

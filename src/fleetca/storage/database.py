@@ -143,7 +143,7 @@ class Database:
 
     @property
     def writes_in_reads(self) -> bool:
-        """Whether a :meth:`read` body may defer a write: on PostgreSQL.
+        """Whether a :meth:`read` body may defer a write, which is True on PostgreSQL.
 
         On SQLite a write needs the write lock, and waiting for it would block
         the event loop, so writes go through :meth:`transaction_async`.
@@ -154,7 +154,7 @@ class Database:
         """Return whether PostgreSQL's autovacuum daemon runs, or None on SQLite, which has none.
 
         Without it no table is ever analyzed, so the planner keeps the plans
-        it chose while the tables were nearly empty: on a server with
+        it chose while the tables were nearly empty. On a server with
         autovacuum off, one statement per certificate scanned
         order_authorizations in full after a few thousand certificates.
         """

@@ -150,8 +150,8 @@ _UPDATE_ACCOUNT_KEY = Statement("UPDATE accounts SET key_thumbprint = ?, jwk = ?
 
 # A used nonce makes this INSERT fail, which rolls its transaction back.
 _RECORD_NONCE = insert_into(used_nonces)
-# The same, unless the account is no longer valid or no longer has this key:
-# then the expiry is NULL, which the NOT NULL column rejects.
+# The same, unless the account is no longer valid or has another key. Then
+# the expiry is NULL, which the NOT NULL column rejects.
 _RECORD_NONCE_OF_ACCOUNT = Statement(
     "INSERT INTO used_nonces (nonce, expires) VALUES "
     "(?, (SELECT ? FROM accounts WHERE id = ? AND status = 'valid' AND key_thumbprint = ?))",

@@ -299,7 +299,7 @@ class PostgresSession(Session):
         # unique or NOT NULL violation in one of its deferred rows raises.
         self._conflicts: dict[tuple[str, bool], Callable[[], Exception]] = {}
         # Whether commit_with_next_statement may send COMMIT from the calling
-        # thread: False where the COMMIT waits for the disk and must run in a thread.
+        # thread. It is False where the COMMIT waits for the disk, so it must run in a thread.
         self._early_commit = early_commit and transaction
         self._commit_next = False
         self._committed = False
@@ -333,7 +333,7 @@ class PostgresSession(Session):
             raise RuntimeError("the transaction was committed with its last statement; open a new one")
 
     def flush(self) -> None:
-        """Send the deferred statements now; a BEGIN with nothing after it stays queued."""
+        """Send the deferred statements now. A BEGIN with nothing after it stays queued."""
         if self._begun and self._queue or len(self._queue) > 1:
             self._send("")
 
@@ -404,7 +404,7 @@ def connector_for(url: str, *, durable: bool) -> Callable[[], Any]:
     ``durable=False`` skips waiting for the disk at commit. A SQLite
     statement waits up to SQLITE_BUSY_TIMEOUT_SECONDS for a lock held by
     another connection before it fails with SQLITE_BUSY. PostgreSQL
-    connections are in autocommit mode: each statement outside a
+    connections are in autocommit mode, so each statement outside a
     :class:`PostgresSession` transaction is its own transaction. SQLite connections
     are in autocommit mode outside an explicit BEGIN.
     """
