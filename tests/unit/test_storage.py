@@ -15,7 +15,8 @@ from sqlalchemy import insert, select
 
 from fleetca.domain import Account, Authorization, Challenge, Identifier, IssuedCertificate, Order
 from fleetca.storage.database import Database, migrate, sqlite_url
-from fleetca.storage.sql import ConnectionPool, connector_for
+from fleetca.storage import repository as repository_module
+from fleetca.storage.sql import ConnectionPool, PostgresSession, Statement, connector_for
 from fleetca.storage.tables import accounts, certificates, challenges, issuing_cas, orders
 from tests.support.databases import drop_postgres_database, new_database_url
 
@@ -594,3 +595,103 @@ def test_autovacuum_setting_read(database: Database) -> None:
         with database.engine.connect() as conn:
             setting = conn.exec_driver_sql("SELECT setting FROM pg_settings WHERE name = 'autovacuum'").scalar_one()
         assert enabled is (setting == "on")
+
+
+class RecordingCursor(CountingCursor):
+    """A counting cursor that also keeps the text of each query."""
+
+    def __init__(self, cursor: object) -> None:
+        super().__init__(cursor)
+        self.texts: list[str] = []
+
+    def execute(self, *args: object, **kwargs: object) -> object:
+        self.texts.append(str(args[0]))
+        return super().execute(*args, **kwargs)
+
+
+def repository_statements() -> list[Statement]:
+    return [value for value in vars(repository_module).values() if isinstance(value, Statement)]
+
+
+def test_every_repository_statement_prepares(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+    statements = repository_statements()
+    with database.read() as repo:
+        session = repo.session
+        assert isinstance(session, PostgresSession)
+        failed = [s.text for s in statements if session._prepared(s, s.compiled(database.dialect)[0]) is None]
+        names = {row[0] for row in session.connection.execute("SELECT name FROM pg_prepared_statements")}
+
+    assert len(statements) > 40
+    assert failed == []
+    assert {s.prepared_name() for s in statements} <= names
+
+
+def test_queued_statements_run_prepared(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+    sent: list[list[str]] = []
+    for n in range(2):
+        with database.transaction(durable=False) as repo:
+            recording = RecordingCursor(repo.session.cursor)
+            repo.session.cursor = recording
+            repo.defer_use_nonce(f"nonce14-{n}", NOW, NonceReused)
+            repo.add_order(make_order(f"order14-{n}"))
+            assert repo.get_account("acct1") is not None
+        sent.append(recording.texts)
+
+    # Every statement was first used on this connection while no transaction
+    # was open, so the statements run prepared from the first time on.
+    for texts in sent:
+        assert len(texts) == 2
+        statements = texts[0].split(";")
+        assert statements[0] == "BEGIN"
+        assert all(s.startswith("EXECUTE fleetca_") for s in statements[1:]), statements
+        assert texts[1] == "COMMIT"
+    with database.read() as repo:
+        assert repo.get_order("order14-0") is not None
+        assert repo.get_order("order14-1") is not None
+    with pytest.raises(NonceReused):  # a prepared nonce INSERT still reports a replay
+        with database.transaction(durable=False) as repo:
+            repo.defer_use_nonce("nonce14-0", NOW, NonceReused)
+            repo.get_account("acct1")
+    # The failed transaction was rolled back on its connection, and the
+    # statements prepared there still run.
+    with database.transaction(durable=False) as repo:
+        recording = RecordingCursor(repo.session.cursor)
+        repo.session.cursor = recording
+        repo.defer_use_nonce("nonce14-2", NOW, NonceReused)
+        assert repo.get_account("acct1") is not None
+    assert recording.texts[0].split(";")[1].startswith("EXECUTE fleetca_")
+
+
+def test_parameter_typed_from_column(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+    # PostgreSQL cannot infer the type of a parameter that only meets IS NULL,
+    # so the statement is prepared with the column's type, without its length.
+    untyped = Statement("SELECT ? IS NULL, length(?)", [accounts.c.id, accounts.c.id])
+    long_value = "x" * 500
+    with database.transaction() as repo:
+        repo.defer_use_nonce("nonce16", NOW, NonceReused)
+        assert repo.session.first(untyped, [None, long_value]) == [True, 500]
+        assert repo.session.connection.fleetca_prepared[untyped] == f"EXECUTE {untyped.prepared_name()}(%s, %s)"
+
+
+def test_unpreparable_statement_sent_as_literal(database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+    # PREPARE takes only SELECT, INSERT, UPDATE, DELETE, MERGE and VALUES.
+    show = Statement("SHOW TimeZone", [], [accounts.c.id])
+    with database.transaction() as repo:
+        repo.defer_use_nonce("nonce15", NOW, NonceReused)
+        assert repo.session.first(show) == ["UTC"]
+        assert repo.session.connection.fleetca_prepared[show] is None
+        repo.add_account(make_account())
+
+    assert "cannot prepare a statement" in caplog.text
+    with database.read() as repo:
+        assert repo.get_account("acct1") is not None

@@ -18,7 +18,10 @@ through either path read back the same through both:
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import os
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 from sqlalchemy import JSON, Boolean, Column, DateTime, Table
+from sqlalchemy.dialects import postgresql
 
 # Exceptions that a unique or foreign-key violation raises, per driver.
 try:
@@ -38,8 +42,15 @@ except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite ne
     psycopg = None  # type: ignore[assignment]
     INTEGRITY_ERRORS = (sqlite3.IntegrityError,)
 
+logger = logging.getLogger(__name__)
+
 Converter = Callable[[Any], Any]
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# The maximum number of statements that one PostgreSQL connection prepares.
+# Statements built per call (operator queries with an inlined limit, say) run
+# as plain literals once a connection has prepared this many.
+MAX_PREPARED_PER_CONNECTION = 256
+_prepared_names = itertools.count(1)
 
 
 def _kind(column: Column) -> str:
@@ -125,18 +136,25 @@ class Statement:
     read. The text must not contain a literal ``?`` or ``%``.
     """
 
-    __slots__ = ("text", "params", "result", "_compiled")
+    __slots__ = ("text", "params", "result", "_compiled", "_prepared_name")
 
     def __init__(self, text: str, params: Sequence[Column] = (), result: Sequence[Column] = ()) -> None:
         self.text = text
         self.params = tuple(params)
         self.result = tuple(result)
         self._compiled: dict[str, tuple[str, list[Converter | None], list[tuple[int, Converter]]]] = {}
+        self._prepared_name = ""
 
     def table_name(self) -> str:
         """Return the table that this INSERT, UPDATE or DELETE writes."""
         words = self.text.split(None, 3)
         return words[2] if words[0] in ("INSERT", "DELETE") else words[1]
+
+    def prepared_name(self) -> str:
+        """Return this statement's name as a PostgreSQL prepared statement, unique in this process."""
+        if not self._prepared_name:
+            self._prepared_name = f"fleetca_{next(_prepared_names)}"
+        return self._prepared_name
 
     def compiled(self, dialect: Dialect) -> tuple[str, list[Converter | None], list[tuple[int, Converter]]]:
         form = self._compiled.get(dialect.name)
@@ -281,13 +299,15 @@ class PostgresSession(Session):
     the next one still share a query, which PostgreSQL runs as one implicit
     transaction, and :meth:`flush` sends what is left.
 
-    Queued statements carry their values as SQL literals, which psycopg's
-    ``ClientCursor.mogrify`` writes with the same dumpers as bound
-    parameters. The connection is in autocommit mode, so that BEGIN is the
-    one this class sends.
+    Every statement, queued or not, goes out as a simple query with its
+    values as SQL literals, which psycopg's ``ClientCursor.mogrify`` writes
+    with the same dumpers as bound parameters. A statement used before on the
+    connection goes as an ``EXECUTE`` of its prepared form (:meth:`_prepared`).
+    The connection is in autocommit mode, so that BEGIN is the one this class
+    sends.
     """
 
-    __slots__ = ("_queue", "_begun", "_conflicts", "_early_commit", "_commit_next", "_committed")
+    __slots__ = ("_queue", "_begun", "_transaction", "_conflicts", "_early_commit", "_commit_next", "_committed")
 
     def __init__(self, connection: Any, dialect: Dialect, *, transaction: bool = True,
                  early_commit: bool = True) -> None:
@@ -295,6 +315,7 @@ class PostgresSession(Session):
         self._queue: list[str] = ["BEGIN"] if transaction else []
         # True once BEGIN went out, or from the start outside a transaction.
         self._begun = not transaction
+        self._transaction = transaction
         # (table name, whether a NOT NULL violation) -> the exception that a
         # unique or NOT NULL violation in one of its deferred rows raises.
         self._conflicts: dict[tuple[str, bool], Callable[[], Exception]] = {}
@@ -320,9 +341,7 @@ class PostgresSession(Session):
         if self._commit_next:
             self._committed = True
             return self._send(self._literal(statement, params), "COMMIT")
-        if self._queue:
-            return self._send(self._literal(statement, params))
-        return super().execute(statement, params)
+        return self._send(self._literal(statement, params))
 
     def commit_with_next_statement(self) -> None:
         if self._early_commit:
@@ -350,7 +369,64 @@ class PostgresSession(Session):
         return super().savepoint_violates_integrity(statement, params)
 
     def _literal(self, statement: Statement, params: Sequence[Any]) -> str:
-        return self.connection.fleetca_literal_cursor.mogrify(*self._bound(statement, params))
+        text, values = self._bound(statement, params)
+        execute = self._prepared(statement, text)
+        return self.connection.fleetca_literal_cursor.mogrify(execute or text, values)
+
+    def _prepared(self, statement: Statement, text: str) -> str | None:
+        """Return an EXECUTE of ``statement`` prepared on this connection, with ``%s`` for its values, or None.
+
+        A statement travels as text in a simple query, so PostgreSQL would
+        parse and plan it anew each time. Prepared once per connection,
+        it is sent as ``EXECUTE name(values)`` instead. A transaction of an
+        INSERT, a SELECT, two UPDATEs and a used-nonce INSERT, sent as one
+        query 3,000 times to the local server, cost the backend about 200 µs
+        of CPU per run this way against 275 µs with literal statements.
+
+        PREPARE goes out as its own query, and only while the server has no
+        transaction open on this connection, so that a failed PREPARE cannot
+        abort one. Otherwise, and for a statement that PREPARE rejects, the
+        statement is sent as a literal.
+        """
+        prepared: dict[Statement, str | None] | None = getattr(self.connection, "fleetca_prepared", None)
+        if prepared is None:
+            return None
+        execute = prepared.get(statement, "")
+        if execute != "":
+            return execute
+        if self._begun and self._transaction or len(prepared) >= MAX_PREPARED_PER_CONNECTION:
+            return None
+        name = statement.prepared_name()
+        parts = text.split("%s")
+        numbered = "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, start=1))
+        try:
+            self.connection.execute(f"PREPARE {name} AS {numbered}", prepare=False)
+        except psycopg.OperationalError:
+            raise  # the connection failed, not the statement
+        except (psycopg.errors.IndeterminateDatatype, psycopg.errors.DatatypeMismatch):
+            # A parameter that PostgreSQL cannot type from its context, or
+            # types as text (the value of a subquery's select list, say),
+            # takes its column's type.
+            types = ", ".join(_postgres_type(column) for column in statement.params)
+            try:
+                self.connection.execute(f"PREPARE {name} ({types}) AS {numbered}", prepare=False)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.DatabaseError as exc:
+                return self._not_prepared(prepared, statement, text, exc)
+        except psycopg.DatabaseError as exc:
+            return self._not_prepared(prepared, statement, text, exc)
+        values = ", ".join(["%s"] * (len(parts) - 1))
+        execute = f"EXECUTE {name}({values})" if values else f"EXECUTE {name}"
+        prepared[statement] = execute
+        return execute
+
+    @staticmethod
+    def _not_prepared(prepared: dict[Statement, str | None], statement: Statement, text: str,
+                      error: Exception) -> None:
+        logger.warning("cannot prepare a statement, so it is sent as literal SQL",
+                       extra={"statement": text, "error": str(error)})
+        prepared[statement] = None
 
     def _send(self, last: str, trailing: str = "") -> Any:
         """Send the queue, ``last`` and ``trailing`` as one query, and leave the cursor on the result of ``last``."""
@@ -375,6 +451,14 @@ class PostgresSession(Session):
         for _ in range(results_before_last):
             self.cursor.nextset()
         return self.cursor
+
+
+def _postgres_type(column: Column) -> str:
+    """Return the PostgreSQL type of a column without a length, so that a longer value is compared, not rejected."""
+    return _TYPE_LENGTH.sub("", column.type.compile(dialect=postgresql.dialect()))
+
+
+_TYPE_LENGTH = re.compile(r"\(\d+(?:,\s*\d+)?\)")
 
 
 def _is_not_null_violation(error: Exception) -> bool:
@@ -434,9 +518,13 @@ def connector_for(url: str, *, durable: bool) -> Callable[[], Any]:
         # With synchronous_commit off, a commit returns before the WAL reaches
         # disk, and a crash loses at most the last few hundred milliseconds of
         # such commits.
-        connection = psycopg.connect(conninfo, autocommit=True, options=options)
+        # psycopg's own statement preparation is off: after a rollback it
+        # deallocates every prepared statement of the connection, including
+        # those that PostgresSession prepared.
+        connection = psycopg.connect(conninfo, autocommit=True, options=options, prepare_threshold=None)
         connection.fleetca_cursor = connection.cursor()
         connection.fleetca_literal_cursor = psycopg.ClientCursor(connection)
+        connection.fleetca_prepared = {}
         return connection
 
     return connect_postgres
