@@ -189,6 +189,10 @@ class Settings(BaseSettings):
 
     data_dir: Path
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in DATA_DIR when unset")
+    database_prepared_statements: bool = Field(
+        default=True, description="Prepare PostgreSQL statements once per connection. Turn off behind a "
+                                  "connection pooler that moves a client between server connections "
+                                  "(PgBouncer in transaction or statement mode)")
     default_ca: str = "default"
     server: ServerSettings = ServerSettings()
     validation: ValidationSettings = ValidationSettings()

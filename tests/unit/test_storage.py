@@ -695,3 +695,25 @@ def test_unpreparable_statement_sent_as_literal(database: Database, caplog: pyte
     assert "cannot prepare a statement" in caplog.text
     with database.read() as repo:
         assert repo.get_account("acct1") is not None
+
+
+def test_prepared_statements_turned_off(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+    literal_only = Database(database.url, prepared_statements=False)
+    try:
+        for n in range(2):
+            with literal_only.transaction(durable=False) as repo:
+                recording = RecordingCursor(repo.session.cursor)
+                repo.session.cursor = recording
+                repo.defer_use_nonce(f"nonce17-{n}", NOW, NonceReused)
+                assert repo.get_account("acct1") is not None
+            assert "EXECUTE" not in recording.texts[0]
+            assert recording.texts[0].startswith("BEGIN;INSERT INTO used_nonces")
+        with literal_only.read() as repo:
+            prepared = repo.session.connection.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+    finally:
+        literal_only.dispose()
+    assert prepared == 0

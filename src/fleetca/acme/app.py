@@ -46,7 +46,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def build_context(settings: Settings, clock: Clock | None = None) -> AcmeContext:
-    database = Database(settings.resolved_database_url())
+    database = Database.of(settings)
     return AcmeContext(
         settings=settings,
         database=database,

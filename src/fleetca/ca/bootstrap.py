@@ -63,7 +63,7 @@ def _populate(data_dir: Path, ca_name: str, constraints: NameConstraints, now: d
     settings = load_settings(data_dir)
     url = settings.resolved_database_url()
     migrate(url)
-    database = Database(url)
+    database = Database.of(settings)
     try:
         root = create_root(settings.root_key_path, organization, now)
         settings.root_certificate_path.write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))

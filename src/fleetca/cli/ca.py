@@ -48,7 +48,7 @@ def _fail(message: str) -> None:
 
 def _open(data_dir: Path) -> tuple[Settings, Database]:
     settings = load_settings(data_dir)
-    return settings, Database(settings.resolved_database_url())
+    return settings, Database.of(settings)
 
 
 def _load_row(database: Database, name: str) -> dict[str, Any]:

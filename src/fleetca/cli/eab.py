@@ -33,7 +33,7 @@ def _fail(message: str) -> None:
 
 def _database(data_dir: Path) -> Database:
     settings = load_settings(data_dir)
-    return Database(settings.resolved_database_url())
+    return Database.of(settings)
 
 
 @eab_app.command("create")
@@ -60,7 +60,7 @@ def create(
         _fail(str(exc))
         return
     settings = load_settings(data_dir)
-    database = Database(settings.resolved_database_url())
+    database = Database.of(settings)
     cas = load_issuing_cas(database, settings.data_dir)
     if ca not in cas:
         _fail(f"no active issuing CA named {ca!r}; see `fleetca ca list`")

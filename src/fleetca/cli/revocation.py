@@ -88,7 +88,7 @@ def revoke_command(
     if only_ca and not all_of_ca:
         _fail(f"this revokes every certificate of issuing CA {ca}; add --all to confirm")
     settings = load_settings(data_dir)
-    database = Database(settings.resolved_database_url())
+    database = Database.of(settings)
     try:
         result = revoke(database, selection, code, SystemClock().now(), getpass.getuser())
         console.print(f"revoked {len(result.revoked)} of {result.matched} matching unexpired certificate(s); "
@@ -123,7 +123,7 @@ def renew_now_command(
         _fail(str(exc))
         return
     settings = load_settings(data_dir)
-    database = Database(settings.resolved_database_url())
+    database = Database.of(settings)
     try:
         changed = renew_now(database, selection, SystemClock().now(), getpass.getuser(), spread)
     except SelectionError as exc:
@@ -152,7 +152,7 @@ def crl_publish(
     settings = load_settings(data_dir)
     if settings.server.http_base_url() is None:
         _fail("no plain-HTTP URL is configured; set server.http_public_url or server.http_listen")
-    database = Database(settings.resolved_database_url())
+    database = Database.of(settings)
     deadline = time.monotonic() + wait
     try:
         publisher = CrlPublisher(settings, database, load_issuing_cas(database, data_dir), SystemClock())
@@ -174,7 +174,7 @@ def crl_publish(
 def crl_status(data_dir: Path = DataDirOption, ca: Optional[str] = typer.Option(None, "--ca")) -> None:
     """List the published shards with their CRL number, thisUpdate and nextUpdate."""
     settings = load_settings(data_dir)
-    database = Database(settings.resolved_database_url())
+    database = Database.of(settings)
     table = Table("CA", "shard", "number", "thisUpdate", "nextUpdate")
     with database.transaction() as repo:
         names = [ca] if ca else [row["name"] for row in repo.list_issuing_cas()]

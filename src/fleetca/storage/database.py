@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
 from fleetca.storage.repository import Repository
+
+if TYPE_CHECKING:
+    from fleetca.settings import Settings
 from fleetca.storage.sql import (
     SQLITE,
     ConnectionPool,
@@ -75,18 +78,23 @@ class Database:
     serves Alembic, bulk loads and tests that inspect tables.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, prepared_statements: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = dialect_for(url)
-        self._durable_pool = ConnectionPool(connector_for(url, durable=True))
-        self._fast_pool = ConnectionPool(connector_for(url, durable=False))
+        self._durable_pool = ConnectionPool(connector_for(url, durable=True, prepared_statements=prepared_statements))
+        self._fast_pool = ConnectionPool(connector_for(url, durable=False, prepared_statements=prepared_statements))
         # On SQLite, the reads and writes of coroutines (read, transaction_async)
         # share these connections. A connection's page cache stays valid after
         # its own commits, but another connection's commit makes it read the
         # changed pages again: 51 against 4 pread calls per certificate in the benchmark.
-        self._async_pool = ConnectionPool(connector_for(url, durable=False))
+        self._async_pool = ConnectionPool(connector_for(url, durable=False, prepared_statements=prepared_statements))
         self.sqlite_file = sqlite_path(url) if self.dialect is SQLITE else ""
+
+    @classmethod
+    def of(cls, settings: Settings) -> Database:
+        """Open the database that ``settings`` name, with their connection options."""
+        return cls(settings.resolved_database_url(), prepared_statements=settings.database_prepared_statements)
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[Repository]:

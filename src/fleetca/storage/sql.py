@@ -482,7 +482,7 @@ def dialect_for(url: str) -> Dialect:
     return SQLITE if url.startswith("sqlite") else POSTGRES
 
 
-def connector_for(url: str, *, durable: bool) -> Callable[[], Any]:
+def connector_for(url: str, *, durable: bool, prepared_statements: bool = True) -> Callable[[], Any]:
     """A function that opens one driver connection for ``url``.
 
     ``durable=False`` skips waiting for the disk at commit. A SQLite
@@ -490,7 +490,8 @@ def connector_for(url: str, *, durable: bool) -> Callable[[], Any]:
     another connection before it fails with SQLITE_BUSY. PostgreSQL
     connections are in autocommit mode, so each statement outside a
     :class:`PostgresSession` transaction is its own transaction. SQLite connections
-    are in autocommit mode outside an explicit BEGIN.
+    are in autocommit mode outside an explicit BEGIN. ``prepared_statements=False``
+    makes PostgresSession send every statement as literal SQL.
     """
     if url.startswith("sqlite"):
         path = sqlite_path(url)
@@ -524,7 +525,8 @@ def connector_for(url: str, *, durable: bool) -> Callable[[], Any]:
         connection = psycopg.connect(conninfo, autocommit=True, options=options, prepare_threshold=None)
         connection.fleetca_cursor = connection.cursor()
         connection.fleetca_literal_cursor = psycopg.ClientCursor(connection)
-        connection.fleetca_prepared = {}
+        if prepared_statements:
+            connection.fleetca_prepared = {}
         return connection
 
     return connect_postgres
