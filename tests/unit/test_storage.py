@@ -717,3 +717,69 @@ def test_prepared_statements_turned_off(database: Database) -> None:
     finally:
         literal_only.dispose()
     assert prepared == 0
+
+
+def stored_states(database: Database, authz_id: str) -> tuple[str, dict[str, str]]:
+    with database.read() as repo:
+        authz = repo.get_authorization(authz_id)
+    assert authz is not None
+    return authz.status, {c.id: c.status for c in authz.challenges}
+
+
+# name: (outcome recorded first, outcome recorded second)
+CHALLENGE_OUTCOME_CASES = {
+    "same-outcome-twice": ("valid", "valid"),
+    "invalid-after-valid": ("valid", "invalid"),
+    "valid-after-invalid": ("invalid", "valid"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHALLENGE_OUTCOME_CASES))
+def test_challenge_outcome_recorded_once(database: Database, case: str) -> None:
+    first, second = CHALLENGE_OUTCOME_CASES[case]
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_authorization(make_authorization("authz18"))
+        repo.add_order(make_order("order18", ["authz18"]))
+        repo.add_order(make_order("order19", ["authz18"]))
+        repo.transition_challenge("authz18-http", "pending", "processing")
+    expires = NOW + timedelta(days=30)
+
+    def record(status: str) -> tuple[bool, bool, list[Order]]:
+        values = ({"validated": NOW}, {"expires": expires}) if status == "valid" else ({"error": {"x": 1}}, {})
+        with database.transaction(durable=False) as repo:
+            recording = RecordingCursor(repo.session.cursor)
+            repo.session.cursor = recording
+            outcome = repo.record_challenge_outcome("authz18-http", "authz18", status, *values)
+            queries = recording.queries
+        if database.dialect.name == "postgresql":
+            assert queries == 1
+        return outcome
+
+    first_recorded, first_moved, orders = record(first)
+    after_first = stored_states(database, "authz18")
+    second_recorded, second_moved, _ = record(second)
+    after_second = stored_states(database, "authz18")
+
+    assert (first_recorded, first_moved) == (True, True)
+    assert [order.id for order in orders] == ["order18", "order19"]
+    assert orders[0].authorization_ids == ["authz18"]
+    assert after_first == (first, {"authz18-http": first, "authz18-dns": "pending"})
+    assert (second_recorded, second_moved) == (False, False)
+    assert after_second == after_first
+
+
+def test_authorization_moves_only_with_its_challenge(database: Database) -> None:
+    # The challenge is invalid while its authorization is still pending, so
+    # a valid outcome recorded now must move neither of them.
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_authorization(make_authorization("authz20"))
+        repo.transition_challenge("authz20-http", "pending", "invalid")
+
+    with database.transaction(durable=False) as repo:
+        recorded, moved, orders = repo.record_challenge_outcome(
+            "authz20-http", "authz20", "valid", {"validated": NOW}, {"expires": NOW})
+
+    assert (recorded, moved, orders) == (False, False, [])
+    assert stored_states(database, "authz20") == ("pending", {"authz20-http": "invalid", "authz20-dns": "pending"})

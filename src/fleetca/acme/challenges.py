@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fleetca.acme.context import AcmeContext
 from fleetca.acme.http import authenticate, json_response
-from fleetca.acme.lifecycle import problem_json, refresh_orders_of_authorization
+from fleetca.acme.lifecycle import problem_json, refresh_order
 from fleetca.acme.problems import PROBLEM_STATUS, not_found
 from fleetca.acme.urls import Urls
 from fleetca.acme.views import challenge_json
@@ -111,18 +110,19 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
 
     now = ctx.now()
     async with ctx.database.transaction_async(durable=False) as repo:
-        # The authorization's new state, when this transaction set it, saves reading it back.
-        known: dict[str, tuple[str, datetime]] = {}
         if error is None:
-            recorded = repo.transition_challenge(challenge_id, "processing", "valid", validated=now)
             expires = now + ctx.settings.lifetimes.valid_authorization
-            if recorded and repo.transition_authorization(authz.id, "pending", "valid", expires=expires):
-                known[authz.id] = ("valid", expires)
+            recorded, authz_moved, orders = repo.record_challenge_outcome(
+                challenge_id, authz.id, "valid", {"validated": now}, {"expires": expires})
+            outcome = ("valid", expires)
         else:
-            recorded = repo.transition_challenge(challenge_id, "processing", "invalid", error=error)
-            if recorded and repo.transition_authorization(authz.id, "pending", "invalid"):
-                known[authz.id] = ("invalid", authz.expires)
-        refresh_orders_of_authorization(repo, authz.id, now, known)
+            recorded, authz_moved, orders = repo.record_challenge_outcome(
+                challenge_id, authz.id, "invalid", {"error": error}, {})
+            outcome = ("invalid", authz.expires)
+        # The authorization's new state, when this transaction set it, saves reading it back.
+        known = {authz.id: outcome} if authz_moved else {}
+        for order in orders:
+            refresh_order(repo, order, now, known, deferred=True)
     log.info("challenge validated", extra={"event": {
         "challenge": challenge_id, "type": current.type, "identifier": authz.identifier.value,
         "account": account.id, "result": "valid" if error is None else "invalid",

@@ -43,13 +43,26 @@ def expire_authorizations(repo: Repository, authz_ids: list[str], now: datetime,
 
 
 def refresh_order(repo: Repository, order: Order, now: datetime,
-                  known: dict[str, tuple[str, datetime]] | None = None) -> Order:
-    """Apply expiry and authorization outcomes to a pending or ready order; ``known`` as in expire_authorizations."""
+                  known: dict[str, tuple[str, datetime]] | None = None, *, deferred: bool = False) -> Order:
+    """Apply expiry and authorization outcomes to a pending or ready order; ``known`` as in expire_authorizations.
+
+    With ``deferred``, the order's own transition goes out with the
+    transaction's next statement or its COMMIT, for a caller that does not
+    use the returned order. The returned state is then the one requested,
+    which a concurrent request may have changed first.
+    """
     if order.status not in ("pending", "ready"):
         return order
+
+    def transition(from_status: str, to_status: str, **values: Any) -> bool:
+        if deferred:
+            repo.defer_transition_order(order.id, from_status, to_status, **values)
+            return True
+        return repo.transition_order(order.id, from_status, to_status, **values)
+
     if order.expires <= now:
         error = problem_json("malformed", "order expired before it was finalized", 400)
-        repo.transition_order(order.id, order.status, "invalid", error=error)
+        transition(order.status, "invalid", error=error)
         order.status, order.error = "invalid", error
         return order
     # A ready order also becomes invalid when one of its authorizations is
@@ -60,10 +73,10 @@ def refresh_order(repo: Repository, order: Order, now: datetime,
         errors = repo.challenge_errors(failed[0])
         error = errors[0] if errors else problem_json(
             "unauthorized", f"authorization {failed[0]} is {states[failed[0]]}", 403)
-        if repo.transition_order(order.id, order.status, "invalid", error=error):
+        if transition(order.status, "invalid", error=error):
             order.status, order.error = "invalid", error
     elif order.status == "pending" and all(states.get(a) == "valid" for a in order.authorization_ids):
-        if repo.transition_order(order.id, "pending", "ready"):
+        if transition("pending", "ready"):
             order.status = "ready"
     return order
 

@@ -187,6 +187,10 @@ _LEASE = select_by(job_leases, job_leases.c.name, columns=[job_leases.c.holder, 
 _ORDER_ID, _ORDER_STATUS = O.id, O.status
 _AUTHORIZATION_ID_AND_STATUS = [Z.id, Z.status]
 _CHALLENGE_ID_AND_STATUS = [C.id, C.status]
+# A pending authorization whose challenge has the given status.
+_PENDING_WITH_CHALLENGE_IN = ("id = ? AND status = 'pending' AND "
+                              "EXISTS (SELECT 1 FROM challenges WHERE id = ? AND status = ?)")
+_PENDING_WITH_CHALLENGE_COLUMNS = [Z.id, C.id, C.status]
 # The status query of an order's authorizations, by their number.
 _authorization_states: dict[int, Statement] = {}
 
@@ -238,6 +242,14 @@ def _certificate(row: Sequence[Any]) -> IssuedCertificate:
         not_before=row[6], not_after=row[7], profile=row[8], revoked_at=row[9], revocation_reason=row[10],
         eab_key_id=row[11], crl_shard=row[12], replaced_by_order=row[13], renew_from=row[14],
     )
+
+
+def _orders(rows: list[list[Any]]) -> list[Order]:
+    """Build orders from the rows of several, each order's rows next to each other."""
+    by_order: dict[str, list[list[Any]]] = {}
+    for row in rows:
+        by_order.setdefault(row[0], []).append(row)
+    return [_order(order_rows) for order_rows in by_order.values()]
 
 
 def _order(rows: list[list[Any]]) -> Order:
@@ -343,10 +355,7 @@ class Repository:
 
     def open_orders_of_authorization(self, authz_id: str) -> list[Order]:
         """Return the pending and ready orders that include ``authz_id``, in id order."""
-        by_order: dict[str, list[list[Any]]] = {}
-        for row in self.session.rows(_OPEN_ORDERS_OF_AUTHORIZATION, [authz_id]):
-            by_order.setdefault(row[0], []).append(row)
-        return [_order(rows) for rows in by_order.values()]
+        return _orders(self.session.rows(_OPEN_ORDERS_OF_AUTHORIZATION, [authz_id]))
 
     def list_order_ids(self, account_id: str, *, after: str | None, limit: int) -> list[str]:
         """Ids of the account's orders that are not invalid, in id order (RFC 8555 §7.1.2.1)."""
@@ -436,6 +445,27 @@ class Repository:
         changes = {"status": to_status, **values}
         statement = _update(challenges, changes, "id = ? AND status = ?", _CHALLENGE_ID_AND_STATUS)
         return self.session.rowcount(statement, [*changes.values(), challenge_id, from_status]) == 1
+
+    def record_challenge_outcome(self, challenge_id: str, authz_id: str, status: str, challenge_values: dict[str, Any],
+                                 authz_values: dict[str, Any]) -> tuple[bool, bool, list[Order]]:
+        """Move a challenge from processing to ``status``, and its pending authorization with it.
+
+        Return whether the challenge moved, whether the authorization moved,
+        and the authorization's pending and ready orders as they are after
+        both. The authorization moves only while its challenge has
+        ``status``: when another validation recorded a different outcome
+        first, neither row changes. On PostgreSQL the three statements go
+        out as one query.
+        """
+        challenge_changes = {"status": status, **challenge_values}
+        authz_changes = {"status": status, **authz_values}
+        authz_update = _update(authorizations, authz_changes, _PENDING_WITH_CHALLENGE_IN, _PENDING_WITH_CHALLENGE_COLUMNS)
+        counts, rows = self.session.row_counts_then_rows([
+            (_update(challenges, challenge_changes, "id = ? AND status = ?", _CHALLENGE_ID_AND_STATUS),
+             [*challenge_changes.values(), challenge_id, "processing"]),
+            (authz_update, [*authz_changes.values(), authz_id, challenge_id, status]),
+        ], _OPEN_ORDERS_OF_AUTHORIZATION, [authz_id])
+        return counts[0] == 1, counts[1] == 1, _orders(rows)
 
     def processing_challenge_ids(self) -> list[str]:
         return self.session.scalars(_PROCESSING_CHALLENGE_IDS)

@@ -219,8 +219,21 @@ class Session:
 
     def rows(self, statement: Statement, params: Sequence[Any] = ()) -> list[list[Any]]:
         """Run a query and return its rows with each value read back into its Python type."""
+        return self._read_rows(statement, self.execute(statement, params))
+
+    def row_counts_then_rows(self, writes: Sequence[tuple[Statement, Sequence[Any]]], query: Statement,
+                             params: Sequence[Any] = ()) -> tuple[list[int], list[list[Any]]]:
+        """Run ``writes`` in order, then ``query``; return each write's row count and the query's rows.
+
+        Each statement sees the changes of those before it. On PostgreSQL
+        they all go out in one query (:class:`PostgresSession`).
+        """
+        counts = [self.rowcount(statement, values) for statement, values in writes]
+        return counts, self.rows(query, params)
+
+    def _read_rows(self, statement: Statement, cursor: Any) -> list[list[Any]]:
         readers = statement.compiled(self.dialect)[2]
-        rows = [list(row) for row in self.execute(statement, params).fetchall()]
+        rows = [list(row) for row in cursor.fetchall()]
         if readers:
             for row in rows:
                 for n, read in readers:
@@ -347,6 +360,19 @@ class PostgresSession(Session):
         if self._early_commit:
             self._commit_next = True
 
+    def row_counts_then_rows(self, writes: Sequence[tuple[Statement, Sequence[Any]]], query: Statement,
+                             params: Sequence[Any] = ()) -> tuple[list[int], list[list[Any]]]:
+        self._check_open()
+        for statement, values in writes:
+            self._queue.append(self._literal(statement, values))
+        trailing = ""
+        if self._commit_next:
+            self._committed = True
+            trailing = "COMMIT"
+        counts: list[int] = []
+        cursor = self._send(self._literal(query, params), trailing, counted=len(writes), counts=counts)
+        return counts, self._read_rows(query, cursor)
+
     def _check_open(self) -> None:
         if self._committed:
             raise RuntimeError("the transaction was committed with its last statement; open a new one")
@@ -428,8 +454,12 @@ class PostgresSession(Session):
                        extra={"statement": text, "error": str(error)})
         prepared[statement] = None
 
-    def _send(self, last: str, trailing: str = "") -> Any:
-        """Send the queue, ``last`` and ``trailing`` as one query, and leave the cursor on the result of ``last``."""
+    def _send(self, last: str, trailing: str = "", *, counted: int = 0, counts: list[int] | None = None) -> Any:
+        """Send the queue, ``last`` and ``trailing`` as one query, and leave the cursor on the result of ``last``.
+
+        The row counts of the ``counted`` statements queued last before
+        ``last`` are appended to ``counts``.
+        """
         queue = self._queue
         if last:
             queue.append(last)
@@ -448,7 +478,9 @@ class PostgresSession(Session):
             if raise_instead is None:
                 raise
             raise raise_instead() from None
-        for _ in range(results_before_last):
+        for n in range(results_before_last):
+            if counts is not None and n >= results_before_last - counted:
+                counts.append(self.cursor.rowcount)
             self.cursor.nextset()
         return self.cursor
 
