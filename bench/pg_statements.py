@@ -17,6 +17,9 @@ from pathlib import Path
 # Debian's pg_ctlcluster sends the server's stderr here, named by the cluster name.
 DEBIAN_LOG_DIRECTORY = Path("/var/log/postgresql")
 _STATEMENT = re.compile(r"LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$")
+_BACKEND_PID = re.compile(r"\[(?P<pid>\d+)\]")
+_PREPARE = re.compile(r"^PREPARE\s+(?P<name>\w+)(?:\s*\([^)]*\))?\s+AS\s+(?P<sql>.*)$", re.IGNORECASE | re.DOTALL)
+_EXECUTE = re.compile(r"^EXECUTE\s+(?P<name>\w+)", re.IGNORECASE)
 # The log has only the first line of a multi-line statement where the prefix is, so a
 # SELECT is named by its first column's table ("SELECT accounts.id, ...").
 _TABLE = re.compile(r"^(?:SELECT\s+\"?(?P<column_table>\w+)\.|(?:INSERT INTO|UPDATE|DELETE FROM)\s+\"?(?P<table>\w+))",
@@ -37,6 +40,9 @@ class StatementLog:
         self.path = DEBIAN_LOG_DIRECTORY / f"postgresql-{cluster.replace('/', '-')}.log"
         if not self.path.exists():
             raise RuntimeError(f"PostgreSQL log {self.path} not found; counting statements needs it")
+        # Statements are prepared from the first flows on, so the names of
+        # prepared statements are read from here, before the timed flows.
+        self.start = self.offset()
 
     def offset(self) -> int:
         return self.path.stat().st_size
@@ -47,31 +53,57 @@ class StatementLog:
         A query is one round trip. fleetca sends some statements together in
         one simple query, which the log shows on one line, separated by
         semicolons. The split at each semicolon assumes that no value in
-        the query contains one, which holds for the benchmark's flows.
+        the query contains one, which holds for the benchmark's flows. An
+        ``EXECUTE`` of a prepared statement counts as the statement that its
+        backend prepared under that name.
         """
         # The server writes its log asynchronously; give the last lines a moment to land.
         time.sleep(0.5)
         marker = f"@{self.database} LOG:  "
         kinds: Counter[str] = Counter()
         queries = 0
+        # backend PID -> prepared statement name -> kind
+        prepared: dict[str, dict[str, str]] = {}
         with open(self.path, "rb") as log_file:
-            log_file.seek(offset)
+            log_file.seek(self.start)
+            position = self.start
             for raw in log_file:
+                timed = position >= offset
+                position += len(raw)
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if marker not in line:
                     continue
                 match = _STATEMENT.search(line)
-                if match:
+                if not match:
+                    continue
+                pid = _BACKEND_PID.search(line)
+                names = prepared.setdefault(pid.group("pid") if pid else "", {})
+                statement_kinds = query_statement_kinds(match.group("sql"), names)
+                if timed:
                     queries += 1
-                    kinds.update(query_statement_kinds(match.group("sql")))
+                    kinds.update(statement_kinds)
         return kinds, queries
 
 
-def query_statement_kinds(sql: str) -> list[str]:
-    """Name each statement of one logged query; see :meth:`StatementLog.count_since` for the split."""
-    if ";" not in sql.strip().rstrip(";"):
-        return [statement_kind(sql)]
-    return [statement_kind(part) for part in sql.split(";")]
+def query_statement_kinds(sql: str, prepared: dict[str, str] | None = None) -> list[str]:
+    """Name each statement of one logged query; see :meth:`StatementLog.count_since` for the split.
+
+    ``prepared`` maps the names of the backend's prepared statements to their
+    kinds. A PREPARE in the query adds to it, and an EXECUTE is named by it.
+    """
+    prepared = {} if prepared is None else prepared
+    parts = [sql] if ";" not in sql.strip().rstrip(";") else sql.split(";")
+    kinds = []
+    for part in parts:
+        text = part.strip()
+        if (match := _PREPARE.match(text)) is not None:
+            prepared[match.group("name")] = statement_kind(match.group("sql"))
+            kinds.append("PREPARE")
+        elif (match := _EXECUTE.match(text)) is not None:
+            kinds.append(prepared.get(match.group("name"), "EXECUTE"))
+        else:
+            kinds.append(statement_kind(part))
+    return kinds
 
 
 def statement_kind(sql: str) -> str:

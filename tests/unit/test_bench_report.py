@@ -144,6 +144,24 @@ def test_logged_query_split_into_statements(query: str, kinds: list[str]) -> Non
     assert query_statement_kinds(query) == kinds
 
 
+def test_executed_statement_named_as_prepared() -> None:
+    prepared: dict[str, str] = {}
+    queries = [
+        "PREPARE fleetca_3 (character varying, timestamp with time zone) AS "
+        "INSERT INTO used_nonces (nonce, expires) VALUES ($1, $2)",
+        "PREPARE fleetca_4 AS UPDATE orders SET status = $1 WHERE id = $2",
+        "BEGIN;EXECUTE fleetca_3('n1', '2026-12-05'::timestamptz);EXECUTE fleetca_4('ready', 'o1');"
+        "EXECUTE fleetca_9('x');COMMIT",
+    ]
+
+    kinds = [query_statement_kinds(query, prepared) for query in queries]
+
+    assert kinds[0] == ["PREPARE"]
+    assert kinds[1] == ["PREPARE"]
+    assert kinds[2] == ["BEGIN", "INSERT used_nonces", "UPDATE orders", "EXECUTE", "COMMIT"]
+    assert prepared == {"fleetca_3": "INSERT used_nonces", "fleetca_4": "UPDATE orders"}
+
+
 def test_statements_table_counts_queries() -> None:
     counted = measurement("fleetca-postgres", issued=10)
     counted.database_statements = {"BEGIN": 20, "INSERT used_nonces": 30, "COMMIT": 20}
