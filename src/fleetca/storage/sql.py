@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql
 # Exceptions that a unique or foreign-key violation raises, per driver.
 try:
     import psycopg
-    from psycopg.types.json import Json
+    from psycopg.types.json import Json, set_json_dumps, set_json_loads
 
     INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
 except ImportError:  # pragma: no cover - psycopg is a dependency, but SQLite needs nothing else
@@ -555,6 +555,9 @@ def connector_for(url: str, *, durable: bool, prepared_statements: bool = True) 
         # deallocates every prepared statement of the connection, including
         # those that PostgresSession prepared.
         connection = psycopg.connect(conninfo, autocommit=True, options=options, prepare_threshold=None)
+        # JSON columns are written and read with orjson, as on SQLite.
+        set_json_dumps(orjson.dumps, connection)
+        set_json_loads(orjson.loads, connection)
         connection.fleetca_cursor = connection.cursor()
         connection.fleetca_literal_cursor = psycopg.ClientCursor(connection)
         if prepared_statements:
