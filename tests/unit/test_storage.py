@@ -620,12 +620,12 @@ def test_every_repository_statement_prepares(database: Database) -> None:
     with database.read() as repo:
         session = repo.session
         assert isinstance(session, PostgresSession)
-        failed = [s.text for s in statements if session._prepared(s, s.compiled(database.dialect)[0]) is None]
+        executes = {s.text: session._prepared(s, s.compiled(database.dialect)[0]) for s in statements}
         names = {row[0] for row in session.connection.execute("SELECT name FROM pg_prepared_statements")}
 
     assert len(statements) > 40
-    assert failed == []
-    assert {s.prepared_name() for s in statements} <= names
+    assert [text for text, execute in executes.items() if execute is None] == []
+    assert {execute.split()[1].split("(")[0] for execute in executes.values() if execute} == names
 
 
 def test_queued_statements_run_prepared(database: Database) -> None:
@@ -678,7 +678,10 @@ def test_parameter_typed_from_column(database: Database) -> None:
     with database.transaction() as repo:
         repo.defer_use_nonce("nonce16", NOW, NonceReused)
         assert repo.session.first(untyped, [None, long_value]) == [True, 500]
-        assert repo.session.connection.fleetca_prepared[untyped] == f"EXECUTE {untyped.prepared_name()}(%s, %s)"
+        execute = repo.session.connection.fleetca_prepared[untyped.compiled(database.dialect)[0]]
+        assert execute is not None
+        assert execute.startswith("EXECUTE fleetca_")
+        assert execute.endswith("(%s, %s)")
 
 
 def test_unpreparable_statement_sent_as_literal(database: Database, caplog: pytest.LogCaptureFixture) -> None:
@@ -689,7 +692,7 @@ def test_unpreparable_statement_sent_as_literal(database: Database, caplog: pyte
     with database.transaction() as repo:
         repo.defer_use_nonce("nonce15", NOW, NonceReused)
         assert repo.session.first(show) == ["UTC"]
-        assert repo.session.connection.fleetca_prepared[show] is None
+        assert repo.session.connection.fleetca_prepared["SHOW TimeZone"] is None
         repo.add_account(make_account())
 
     assert "cannot prepare a statement" in caplog.text
@@ -783,3 +786,23 @@ def test_authorization_moves_only_with_its_challenge(database: Database) -> None
 
     assert (recorded, moved, orders) == (False, False, [])
     assert stored_states(database, "authz20") == ("pending", {"authz20-http": "invalid", "authz20-dns": "pending"})
+
+
+def test_statements_of_one_text_share_preparation(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_order(make_order("order21"))
+
+    # list_order_ids builds a new Statement on each call, with the same text.
+    with database.read() as repo:
+        connection = repo.session.connection
+        before = len(connection.fleetca_prepared)
+        listed = [repo.list_order_ids("acct1", after=None, limit=10) for _ in range(3)]
+        after = len(connection.fleetca_prepared)
+        on_server = connection.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+
+    assert listed == [["order21"]] * 3
+    assert after == before + 1
+    assert on_server == after
