@@ -251,6 +251,8 @@ def write_settings_file(data_dir: Path, database_url: str | None = None) -> Path
     path.write_text(
         "# fleetca settings. FLEETCA_* environment variables and command-line flags override these.\n"
         f"{db_line}\n"
+        "# Set to false behind PgBouncer in transaction or statement mode.\n"
+        "# database_prepared_statements = true\n"
         'default_ca = "default"\n\n'
         "[server]\n"
         'listen = "127.0.0.1:8443"\n'

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from fleetca.domain import Account, Authorization, Challenge, Identifier, IssuedCertificate, Order
+from fleetca.settings import load_settings
 from fleetca.storage.database import Database, migrate, sqlite_url
 from fleetca.storage import repository as repository_module
 from fleetca.storage.sql import ConnectionPool, PostgresSession, Statement, connector_for
@@ -806,3 +807,23 @@ def test_statements_of_one_text_share_preparation(database: Database) -> None:
     assert listed == [["order21"]] * 3
     assert after == before + 1
     assert on_server == after
+
+
+@pytest.mark.parametrize(("environment", "prepares"), [(None, True), ("false", False)])
+def test_prepared_statements_setting(database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     environment: str | None, prepares: bool) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+    if environment is not None:
+        monkeypatch.setenv("FLEETCA_DATABASE_PREPARED_STATEMENTS", environment)
+    settings = load_settings(tmp_path, database_url=database.url)
+
+    opened = Database.of(settings)
+    try:
+        with opened.read() as repo:
+            tracked = hasattr(repo.session.connection, "fleetca_prepared")
+    finally:
+        opened.dispose()
+
+    assert settings.database_prepared_statements is prepares
+    assert tracked is prepares
