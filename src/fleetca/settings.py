@@ -129,10 +129,14 @@ class LifetimeSettings(BaseModel):
         return timedelta(hours=self.certificate_hours)
 
 
+# The most CRL shards an issuing CA can have; shard numbers run from 0 to one less.
+MAX_CRL_SHARDS = 4096
+
+
 class CrlSettings(BaseModel):
     """CRL sharding and publication."""
 
-    shards: int = Field(default=128, ge=1, le=4096,
+    shards: int = Field(default=128, ge=1, le=MAX_CRL_SHARDS,
                         description="CRL shards per issuing CA for new certificates; existing ones keep theirs")
     validity_hours: float = Field(default=96, ge=1, le=240,
                                   description="nextUpdate minus thisUpdate; the Baseline Requirements allow 10 days")

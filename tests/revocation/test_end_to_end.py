@@ -326,3 +326,22 @@ def test_crl_numbers_increase_across_restart(server: FleetcaServer) -> None:
 
     for shard, (old, new) in enumerate(zip(before, after)):
         assert new > old, f"shard {shard}: CRL number {new} after restart is not above {old}"
+
+
+# name: (CA name, shard number in the URL)
+MISSING_CRL_CASES = {
+    "shard-past-configured": ("default", int(SERVER_ENV["FLEETCA_CRL__SHARDS"])),
+    "shard-past-int32": ("default", 3_000_000_000),
+    "shard-past-int64": ("default", 10**20),
+    "unknown-ca": ("no-such-ca", 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISSING_CRL_CASES))
+def test_missing_crl_shard_not_found(server: FleetcaServer, case: str) -> None:
+    ca_name, shard = MISSING_CRL_CASES[case]
+
+    response = httpx.get(f"{server.http_base_url}/crl/{ca_name}/{shard}.crl", trust_env=False, timeout=10)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/plain")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import insert, select
 
@@ -17,8 +18,8 @@ from fleetca.domain import Account, Authorization, Challenge, Identifier, Issued
 from fleetca.settings import load_settings
 from fleetca.storage.database import Database, migrate, sqlite_url
 from fleetca.storage import repository as repository_module
-from fleetca.storage.sql import ConnectionPool, PostgresSession, Statement, connector_for
-from fleetca.storage.tables import accounts, certificates, challenges, issuing_cas, orders
+from fleetca.storage.sql import ConnectionPool, PostgresSession, Statement, connector_for, insert_into
+from fleetca.storage.tables import accounts, certificates, challenges, issuing_cas, orders, used_nonces
 from tests.support.databases import drop_postgres_database, new_database_url
 
 NOW = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
@@ -611,12 +612,29 @@ class RecordingCursor(CountingCursor):
 
 
 def repository_statements() -> list[Statement]:
-    return [value for value in vars(repository_module).values() if isinstance(value, Statement)]
+    """The repository's statements: those built at import, and those its caches built since."""
+    found = []
+    for value in vars(repository_module).values():
+        if isinstance(value, Statement):
+            found.append(value)
+        elif isinstance(value, dict):
+            found += [cached for cached in value.values() if isinstance(cached, Statement)]
+    return found
 
 
 def test_every_repository_statement_prepares(database: Database) -> None:
     if database.dialect.name != "postgresql":
         pytest.skip("only PostgreSQL sessions prepare statements")
+    # Statements built on first use: challenge inserts, conditional updates, state reads.
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_authorization(make_authorization("authz24"))
+        repo.add_order(make_order("order24", ["authz24"]))
+        repo.transition_challenge("authz24-http", "pending", "processing")
+    with database.transaction() as repo:
+        repo.record_challenge_outcome("authz24-http", "authz24", "valid", {"validated": NOW}, {"expires": NOW})
+        repo.transition_order("order24", "pending", "ready")
+        repo.authorization_states(["authz24"])
     statements = repository_statements()
     with database.read() as repo:
         session = repo.session
@@ -827,3 +845,45 @@ def test_prepared_statements_setting(database: Database, tmp_path: Path, monkeyp
 
     assert settings.database_prepared_statements is prepares
     assert tracked is prepares
+
+
+def test_deferred_conflict_applies_to_its_query_only(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+    insert_nonce = insert_into(used_nonces)
+
+    with database.transaction(durable=False) as repo:
+        repo.defer_use_nonce("nonce22", NOW, NonceReused)
+        assert repo.get_account("acct1") is not None  # the nonce went out with this read
+        # The same nonce again, in a later statement of the transaction, is a
+        # plain integrity error, which the savepoint catches.
+        violated = repo.session.savepoint_violates_integrity(insert_nonce, ["nonce22", NOW])
+        repo.add_order(make_order("order22"))
+
+    assert violated is True
+    with database.read() as repo:
+        assert repo.get_order("order22") is not None
+
+
+def test_connection_dropped_after_column_type_change(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_authorization(make_authorization("authz23"))
+    for _ in range(2):
+        with database.read() as repo:
+            assert repo.get_authorization("authz23") is not None
+
+    # The prepared SELECT of authorizations with their challenges returns
+    # challenges.type, whose type a migration changes here.
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE challenges ALTER COLUMN type TYPE varchar(40)")
+    with pytest.raises(psycopg.errors.FeatureNotSupported):
+        with database.read() as repo:
+            repo.get_authorization("authz23")
+    with database.read() as repo:
+        found = repo.get_authorization("authz23")
+
+    assert found is not None
+    assert {c.type for c in found.challenges} == {"http-01", "dns-01"}

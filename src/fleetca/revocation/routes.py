@@ -26,6 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from fleetca.revocation.responder import OcspAnswer
+from fleetca.settings import MAX_CRL_SHARDS
 from fleetca.revocation.service import RevocationService
 from fleetca.signing.ocsp import unsuccessful_response
 
@@ -76,8 +77,10 @@ def _cache_headers(this_update: datetime, next_update: datetime, now: datetime, 
 async def crl_shard(request: Request) -> Response:
     service = _service(request)
     ca_name, shard = request.path_params["ca"], request.path_params["shard"]
-    with service.database.transaction() as repo:
-        row = repo.get_crl_shard(ca_name, shard) if ca_name in service.cas else None
+    row = None
+    if ca_name in service.cas and shard < MAX_CRL_SHARDS:
+        with service.database.transaction() as repo:
+            row = repo.get_crl_shard(ca_name, shard)
     if row is None:
         return PlainTextResponse(f"no CRL shard {shard} for issuing CA {ca_name!r}\n", status_code=404)
     headers = _cache_headers(row["this_update"], row["next_update"], service.clock.now(), CRL_MAX_AGE_SECONDS,

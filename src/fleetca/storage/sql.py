@@ -417,27 +417,35 @@ class PostgresSession(Session):
         name = f"fleetca_{len(prepared) + 1}"
         parts = text.split("%s")
         numbered = "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, start=1))
-        try:
-            self.connection.execute(f"PREPARE {name} AS {numbered}", prepare=False)
-        except psycopg.OperationalError:
-            raise  # the connection failed, not the statement
-        except (psycopg.errors.IndeterminateDatatype, psycopg.errors.DatatypeMismatch):
+        error = self._prepare_on_server(f"PREPARE {name} AS {numbered}")
+        if isinstance(error, (psycopg.errors.IndeterminateDatatype, psycopg.errors.DatatypeMismatch)):
             # A parameter that PostgreSQL cannot type from its context, or
             # types as text (the value of a subquery's select list, say),
             # takes its column's type.
             types = ", ".join(_postgres_type(column) for column in statement.params)
-            try:
-                self.connection.execute(f"PREPARE {name} ({types}) AS {numbered}", prepare=False)
-            except psycopg.OperationalError:
-                raise
-            except psycopg.DatabaseError as exc:
-                return self._not_prepared(prepared, text, exc)
-        except psycopg.DatabaseError as exc:
-            return self._not_prepared(prepared, text, exc)
+            error = self._prepare_on_server(f"PREPARE {name} ({types}) AS {numbered}")
+        if isinstance(error, psycopg.OperationalError):
+            # Cancelled or out of resources: this time the statement goes as
+            # a literal, and a later use tries PREPARE again.
+            logger.warning("PREPARE failed, so the statement is sent as literal SQL this time",
+                           extra={"statement": text, "error": str(error)})
+            return None
+        if error is not None:
+            return self._not_prepared(prepared, text, error)
         values = ", ".join(["%s"] * (len(parts) - 1))
         execute = f"EXECUTE {name}({values})" if values else f"EXECUTE {name}"
         prepared[text] = execute
         return execute
+
+    def _prepare_on_server(self, command: str) -> Exception | None:
+        """Run a PREPARE; return the error it raised, or None. An error that broke the connection is raised."""
+        try:
+            self.connection.execute(command, prepare=False)
+        except psycopg.DatabaseError as exc:
+            if self.connection.broken:
+                raise
+            return exc
+        return None
 
     @staticmethod
     def _not_prepared(prepared: dict[str, str | None], text: str, error: Exception) -> None:
@@ -462,13 +470,22 @@ class PostgresSession(Session):
         # because the rollback of a failed transaction ends it on the server.
         self._queue = []
         self._begun = True
+        # The exceptions registered by the deferred statements of this query.
+        conflicts, self._conflicts = self._conflicts, {}
         try:
             self.cursor.execute(query, prepare=False)
         except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
-            raise_instead = self._conflicts.get((exc.diag.table_name or "", _is_not_null_violation(exc)))
+            raise_instead = conflicts.get((exc.diag.table_name or "", _is_not_null_violation(exc)))
             if raise_instead is None:
                 raise
             raise raise_instead() from None
+        except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.FeatureNotSupported):
+            # A prepared statement is gone (a pooler gave this client another
+            # server session) or its result type changed (a migration altered
+            # a column). Closing the connection makes the pool drop it, and
+            # the next transaction prepares its statements on a new one.
+            self.connection.close()
+            raise
         for n in range(results_before_last):
             if counts is not None and n >= results_before_last - counted:
                 counts.append(self.cursor.rowcount)
