@@ -30,4 +30,5 @@ def multi_ca(tmp_path_factory: pytest.TempPathFactory, dns_server: ChallTestSrv,
     server.start()
     yield server
     server.stop()
+    server.drop_database()
 

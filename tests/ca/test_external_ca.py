@@ -59,6 +59,7 @@ def external(tmp_path_factory: pytest.TempPathFactory, dns_server: ChallTestSrv,
     make_partner_root(workdir)
     yield server, workdir
     server.stop()
+    server.drop_database()
 
 
 IMPORT_REFUSALS = [

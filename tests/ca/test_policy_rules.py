@@ -30,6 +30,7 @@ def policy_fleetca(tmp_path_factory: pytest.TempPathFactory, dns_server: ChallTe
     server.start()
     yield server
     server.stop()
+    server.drop_database()
 
 
 ORDER_CASES = [

@@ -43,6 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, dns_server: ChallTestSrv,
     running.start()
     yield running
     running.stop()
+    running.drop_database()
 
 
 @pytest.fixture

@@ -67,6 +67,7 @@ def test_two_processes_share_crl_numbers(tmp_path: Path, dns_server: ChallTestSr
     finally:
         second.stop()
         first.stop()
+        first.drop_database()
 
     # Every number ever served stands for one CRL, and what is served only moves forward.
     for shard, seen in observed.items():
