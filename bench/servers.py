@@ -331,11 +331,16 @@ class FleetcaPostgresServer(FleetcaServer):
         self.statement_log = StatementLog(self._psycopg, self.admin_url, self.database)
 
     def database_url(self) -> str:
+        if not self._proxy_port:
+            return self._direct_url()
         base, _, _ = self.admin_url.rpartition("/")
-        if self._proxy_port:
-            scheme, _, rest = base.partition("://")
-            user, _, _ = rest.rpartition("@")
-            base = f"{scheme}://{user + '@' if user else ''}{LOOPBACK}:{self._proxy_port}"
+        scheme, _, rest = base.partition("://")
+        user, _, _ = rest.rpartition("@")
+        return f"{scheme}://{user + '@' if user else ''}{LOOPBACK}:{self._proxy_port}/{self.database}"
+
+    def _direct_url(self) -> str:
+        """Return the URL of the round's database on the PostgreSQL server itself, not through the delay proxy."""
+        base, _, _ = self.admin_url.rpartition("/")
         return f"{base}/{self.database}"
 
     async def start(self) -> None:
@@ -350,12 +355,11 @@ class FleetcaPostgresServer(FleetcaServer):
             await _wait_for_port(self._proxy_port, self._proxy)
         await super().start()
         if not self.autovacuum_enabled():
-            base, _, _ = self.admin_url.rpartition("/")
-            self._analyzer = Analyzer(self._psycopg, f"{base}/{self.database}", ANALYZE_EVERY_SECONDS)
+            self._analyzer = Analyzer(self._psycopg, self._direct_url(), ANALYZE_EVERY_SECONDS)
 
     def autovacuum_enabled(self) -> bool:
         with self._psycopg.connect(self.admin_url, autocommit=True) as conn:
-            return conn.execute("SHOW autovacuum").fetchone()[0] == "on"
+            return _autovacuum_on(conn)
 
     def stop(self) -> None:
         if self._analyzer is not None:
@@ -375,8 +379,9 @@ class FleetcaPostgresServer(FleetcaServer):
     def version(self) -> str:
         with self._psycopg.connect(self.admin_url, autocommit=True) as conn:
             server = conn.execute("SHOW server_version").fetchone()[0]
+            autovacuum = _autovacuum_on(conn)
         link = f", reached through a proxy adding {self.round_trip_ms:g} ms per round trip" if self._proxy_port else ""
-        analyze = "" if self.autovacuum_enabled() else (
+        analyze = "" if autovacuum else (
             f", autovacuum off so the benchmark runs ANALYZE every {ANALYZE_EVERY_SECONDS:g} s")
         return f"{super().version()}, PostgreSQL {server.split()[0]}{link}{analyze}"
 
@@ -385,6 +390,10 @@ class FleetcaPostgresServer(FleetcaServer):
             with self._psycopg.connect(self.admin_url, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
             self._created = False
+
+
+def _autovacuum_on(connection: object) -> bool:
+    return connection.execute("SHOW autovacuum").fetchone()[0] == "on"  # type: ignore[attr-defined]
 
 
 class Analyzer:

@@ -129,7 +129,7 @@ class LifetimeSettings(BaseModel):
         return timedelta(hours=self.certificate_hours)
 
 
-# The most CRL shards an issuing CA can have; shard numbers run from 0 to one less.
+# The maximum number of CRL shards of an issuing CA. Shard numbers run from 0 to one less.
 MAX_CRL_SHARDS = 4096
 
 

@@ -1,4 +1,4 @@
-"""The benchmark's ANALYZE thread: with autovacuum off it keeps a growing table's statistics current."""
+"""The benchmark's ANALYZE thread, which keeps a growing table's statistics current while autovacuum is off."""
 
 from __future__ import annotations
 

@@ -599,6 +599,11 @@ def test_autovacuum_setting_read(database: Database) -> None:
         assert enabled is (setting == "on")
 
 
+def require_prepared_statements(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only PostgreSQL sessions prepare statements")
+
+
 class RecordingCursor(CountingCursor):
     """A counting cursor that also keeps the text of each query."""
 
@@ -623,8 +628,7 @@ def repository_statements() -> list[Statement]:
 
 
 def test_every_repository_statement_prepares(database: Database) -> None:
-    if database.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL sessions prepare statements")
+    require_prepared_statements(database)
     # Statements built on first use: challenge inserts, conditional updates, state reads.
     with database.transaction() as repo:
         repo.add_account(make_account())
@@ -648,8 +652,7 @@ def test_every_repository_statement_prepares(database: Database) -> None:
 
 
 def test_queued_statements_run_prepared(database: Database) -> None:
-    if database.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL sessions prepare statements")
+    require_prepared_statements(database)
     with database.transaction() as repo:
         repo.add_account(make_account())
     sent: list[list[str]] = []
@@ -688,8 +691,7 @@ def test_queued_statements_run_prepared(database: Database) -> None:
 
 
 def test_parameter_typed_from_column(database: Database) -> None:
-    if database.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL sessions prepare statements")
+    require_prepared_statements(database)
     # PostgreSQL cannot infer the type of a parameter that only meets IS NULL,
     # so the statement is prepared with the column's type, without its length.
     untyped = Statement("SELECT ? IS NULL, length(?)", [accounts.c.id, accounts.c.id])
@@ -704,8 +706,7 @@ def test_parameter_typed_from_column(database: Database) -> None:
 
 
 def test_unpreparable_statement_sent_as_literal(database: Database, caplog: pytest.LogCaptureFixture) -> None:
-    if database.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL sessions prepare statements")
+    require_prepared_statements(database)
     # PREPARE takes only SELECT, INSERT, UPDATE, DELETE, MERGE and VALUES.
     show = Statement("SHOW TimeZone", [], [accounts.c.id])
     with database.transaction() as repo:
@@ -720,8 +721,7 @@ def test_unpreparable_statement_sent_as_literal(database: Database, caplog: pyte
 
 
 def test_prepared_statements_turned_off(database: Database) -> None:
-    if database.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL sessions prepare statements")
+    require_prepared_statements(database)
     with database.transaction() as repo:
         repo.add_account(make_account())
     literal_only = Database(database.url, prepared_statements=False)
@@ -791,7 +791,7 @@ def test_challenge_outcome_recorded_once(database: Database, case: str) -> None:
     assert after_second == after_first
 
 
-def test_authorization_moves_only_with_its_challenge(database: Database) -> None:
+def test_authorization_moves_with_challenge_only(database: Database) -> None:
     # The challenge is invalid while its authorization is still pending, so
     # a valid outcome recorded now must move neither of them.
     with database.transaction() as repo:
@@ -808,8 +808,7 @@ def test_authorization_moves_only_with_its_challenge(database: Database) -> None
 
 
 def test_statements_of_one_text_share_preparation(database: Database) -> None:
-    if database.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL sessions prepare statements")
+    require_prepared_statements(database)
     with database.transaction() as repo:
         repo.add_account(make_account())
         repo.add_order(make_order("order21"))
@@ -830,8 +829,7 @@ def test_statements_of_one_text_share_preparation(database: Database) -> None:
 @pytest.mark.parametrize(("environment", "prepares"), [(None, True), ("false", False)])
 def test_prepared_statements_setting(database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      environment: str | None, prepares: bool) -> None:
-    if database.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL sessions prepare statements")
+    require_prepared_statements(database)
     if environment is not None:
         monkeypatch.setenv("FLEETCA_DATABASE_PREPARED_STATEMENTS", environment)
     settings = load_settings(tmp_path, database_url=database.url)
@@ -847,7 +845,7 @@ def test_prepared_statements_setting(database: Database, tmp_path: Path, monkeyp
     assert tracked is prepares
 
 
-def test_deferred_conflict_applies_to_its_query_only(database: Database) -> None:
+def test_deferred_conflict_scoped_to_query(database: Database) -> None:
     with database.transaction() as repo:
         repo.add_account(make_account())
     insert_nonce = insert_into(used_nonces)
@@ -865,9 +863,8 @@ def test_deferred_conflict_applies_to_its_query_only(database: Database) -> None
         assert repo.get_order("order22") is not None
 
 
-def test_connection_dropped_after_column_type_change(database: Database) -> None:
-    if database.dialect.name != "postgresql":
-        pytest.skip("only PostgreSQL sessions prepare statements")
+def test_connection_dropped_after_type_change(database: Database) -> None:
+    require_prepared_statements(database)
     with database.transaction() as repo:
         repo.add_account(make_account())
         repo.add_authorization(make_authorization("authz23"))

@@ -109,18 +109,17 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
         error = problem_json("serverInternal", "validation failed with an internal error", 500)
 
     now = ctx.now()
+    if error is None:
+        expires = now + ctx.settings.lifetimes.valid_authorization
+        status, challenge_values, authz_values = "valid", {"validated": now}, {"expires": expires}
+    else:
+        expires = authz.expires
+        status, challenge_values, authz_values = "invalid", {"error": error}, {}
     async with ctx.database.transaction_async(durable=False) as repo:
-        if error is None:
-            expires = now + ctx.settings.lifetimes.valid_authorization
-            recorded, authz_moved, orders = repo.record_challenge_outcome(
-                challenge_id, authz.id, "valid", {"validated": now}, {"expires": expires})
-            outcome = ("valid", expires)
-        else:
-            recorded, authz_moved, orders = repo.record_challenge_outcome(
-                challenge_id, authz.id, "invalid", {"error": error}, {})
-            outcome = ("invalid", authz.expires)
+        recorded, authz_moved, orders = repo.record_challenge_outcome(
+            challenge_id, authz.id, status, challenge_values, authz_values)
         # The authorization's new state, when this transaction set it, saves reading it back.
-        known = {authz.id: outcome} if authz_moved else {}
+        known = {authz.id: (status, expires)} if authz_moved else {}
         for order in orders:
             refresh_order(repo, order, now, known, deferred=True)
     log.info("challenge validated", extra={"event": {

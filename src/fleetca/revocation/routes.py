@@ -26,8 +26,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from fleetca.revocation.responder import OcspAnswer
-from fleetca.settings import MAX_CRL_SHARDS
 from fleetca.revocation.service import RevocationService
+from fleetca.settings import MAX_CRL_SHARDS
 from fleetca.signing.ocsp import unsuccessful_response
 
 CRL_CONTENT_TYPE = "application/pkix-crl"

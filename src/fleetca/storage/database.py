@@ -12,9 +12,6 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
 from fleetca.storage.repository import Repository
-
-if TYPE_CHECKING:
-    from fleetca.settings import Settings
 from fleetca.storage.sql import (
     SQLITE,
     ConnectionPool,
@@ -29,6 +26,9 @@ from fleetca.storage.sql import (
     sqlite_path,
     sync_sqlite_wal,
 )
+
+if TYPE_CHECKING:
+    from fleetca.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

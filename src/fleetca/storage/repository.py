@@ -209,6 +209,13 @@ def _update(table: Table, values: dict[str, Any], where: str, where_columns: Seq
     return statement
 
 
+def _challenge_transition(challenge_id: str, from_status: str, to_status: str,
+                          values: dict[str, Any]) -> tuple[Statement, list[Any]]:
+    changes = {"status": to_status, **values}
+    statement = _update(challenges, changes, "id = ? AND status = ?", _CHALLENGE_ID_AND_STATUS)
+    return statement, [*changes.values(), challenge_id, from_status]
+
+
 def _order_transition(order_id: str, from_status: str | Iterable[str], to_status: str,
                       values: dict[str, Any]) -> tuple[Statement, list[Any]]:
     allowed = [from_status] if isinstance(from_status, str) else list(from_status)
@@ -245,7 +252,7 @@ def _certificate(row: Sequence[Any]) -> IssuedCertificate:
 
 
 def _orders(rows: list[list[Any]]) -> list[Order]:
-    """Build orders from the rows of several, each order's rows next to each other."""
+    """Build orders from the rows of several orders, in which each order's rows are adjacent."""
     by_order: dict[str, list[list[Any]]] = {}
     for row in rows:
         by_order.setdefault(row[0], []).append(row)
@@ -442,9 +449,7 @@ class Repository:
         return _challenge(row) if row else None
 
     def transition_challenge(self, challenge_id: str, from_status: str, to_status: str, **values: Any) -> bool:
-        changes = {"status": to_status, **values}
-        statement = _update(challenges, changes, "id = ? AND status = ?", _CHALLENGE_ID_AND_STATUS)
-        return self.session.rowcount(statement, [*changes.values(), challenge_id, from_status]) == 1
+        return self.session.rowcount(*_challenge_transition(challenge_id, from_status, to_status, values)) == 1
 
     def record_challenge_outcome(self, challenge_id: str, authz_id: str, status: str, challenge_values: dict[str, Any],
                                  authz_values: dict[str, Any]) -> tuple[bool, bool, list[Order]]:
@@ -457,12 +462,11 @@ class Repository:
         first, neither row changes. On PostgreSQL the three statements go
         out as one query.
         """
-        challenge_changes = {"status": status, **challenge_values}
         authz_changes = {"status": status, **authz_values}
-        authz_update = _update(authorizations, authz_changes, _PENDING_WITH_CHALLENGE_IN, _PENDING_WITH_CHALLENGE_COLUMNS)
+        authz_update = _update(authorizations, authz_changes, _PENDING_WITH_CHALLENGE_IN,
+                               _PENDING_WITH_CHALLENGE_COLUMNS)
         counts, rows = self.session.row_counts_then_rows([
-            (_update(challenges, challenge_changes, "id = ? AND status = ?", _CHALLENGE_ID_AND_STATUS),
-             [*challenge_changes.values(), challenge_id, "processing"]),
+            _challenge_transition(challenge_id, "processing", status, challenge_values),
             (authz_update, [*authz_changes.values(), authz_id, challenge_id, status]),
         ], _OPEN_ORDERS_OF_AUTHORIZATION, [authz_id])
         return counts[0] == 1, counts[1] == 1, _orders(rows)

@@ -214,7 +214,7 @@ class Session:
 
     def row_counts_then_rows(self, writes: Sequence[tuple[Statement, Sequence[Any]]], query: Statement,
                              params: Sequence[Any] = ()) -> tuple[list[int], list[list[Any]]]:
-        """Run ``writes`` in order, then ``query``; return each write's row count and the query's rows.
+        """Run ``writes`` in order, then ``query``, and return each write's row count and the query's rows.
 
         Each statement reads the changes of those before it. On PostgreSQL
         they all go out in one query (:class:`PostgresSession`).
@@ -425,8 +425,8 @@ class PostgresSession(Session):
             types = ", ".join(_postgres_type(column) for column in statement.params)
             error = self._prepare_on_server(f"PREPARE {name} ({types}) AS {numbered}")
         if isinstance(error, psycopg.OperationalError):
-            # Cancelled or out of resources: this time the statement goes as
-            # a literal, and a later use tries PREPARE again.
+            # The PREPARE was cancelled or ran out of resources, so the
+            # statement goes as a literal this time and a later use tries again.
             logger.warning("PREPARE failed, so the statement is sent as literal SQL this time",
                            extra={"statement": text, "error": str(error)})
             return None
@@ -438,7 +438,10 @@ class PostgresSession(Session):
         return execute
 
     def _prepare_on_server(self, command: str) -> Exception | None:
-        """Run a PREPARE; return the error it raised, or None. An error that broke the connection is raised."""
+        """Run a PREPARE and return the error it raised, or None.
+
+        An error that broke the connection is raised instead.
+        """
         try:
             self.connection.execute(command, prepare=False)
         except psycopg.DatabaseError as exc:
@@ -559,8 +562,8 @@ def connector_for(url: str, *, durable: bool, prepared_statements: bool = True) 
         # With synchronous_commit off, a commit returns before the WAL reaches
         # disk, and a crash loses at most the last few hundred milliseconds of
         # such commits.
-        # psycopg's own statement preparation is off: after a rollback it
-        # deallocates every prepared statement of the connection, including
+        # psycopg's own statement preparation is off, because after a rollback
+        # it deallocates every prepared statement of the connection, including
         # those that PostgresSession prepared.
         connection = psycopg.connect(conninfo, autocommit=True, options=options, prepare_threshold=None)
         # JSON columns are written and read with orjson, as on SQLite.
