@@ -7,10 +7,11 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
+from psycopg.types.json import Json
 import pytest
 from sqlalchemy import insert, select
 
@@ -18,7 +19,7 @@ from fleetca.domain import Account, Authorization, Challenge, Identifier, Issued
 from fleetca.settings import load_settings
 from fleetca.storage.database import Database, migrate, sqlite_url
 from fleetca.storage import repository as repository_module
-from fleetca.storage.sql import ConnectionPool, PostgresSession, Statement, connector_for, insert_into
+from fleetca.storage.sql import ConnectionPool, PostgresLiterals, PostgresSession, Statement, connector_for, insert_into
 from fleetca.storage.tables import accounts, certificates, challenges, issuing_cas, orders, used_nonces
 from tests.support.databases import drop_postgres_database, new_database_url
 
@@ -884,3 +885,58 @@ def test_connection_dropped_after_type_change(database: Database) -> None:
 
     assert found is not None
     assert {c.type for c in found.challenges} == {"http-01", "dns-01"}
+
+
+# Values that statements bind, each written as a literal by PostgresLiterals
+# and by psycopg's mogrify; the two must write the same text.
+LITERAL_CASES = {
+    "zero": 0,
+    "negative integer": -5,
+    "integer past 64 bits": 2**70,
+    "true": True,
+    "false": False,
+    "null": None,
+    "empty string": "",
+    "quote and backslash": "a'b\\c",
+    "non-ASCII text": "ünï€😀",
+    "SQL in text": "x'); DROP TABLE accounts; --",
+    "UTC time": datetime(2026, 12, 5, 11, 28, 3, 429769, tzinfo=UTC),
+    "time on the second": datetime(2026, 1, 1, tzinfo=UTC),
+    "time with an offset": datetime(5, 1, 1, 1, 1, 1, 1, tzinfo=timezone(timedelta(hours=2))),
+    "naive time": datetime(2026, 12, 5, 11, 28, 3),
+    "bytes with a quote and a backslash": b"\x00\x01'\\",
+    "empty bytes": b"",
+    "JSON object": Json({"a": "x'y\\", "b": [1, None]}),
+    "JSON list": Json([]),
+    "a type without its own writer": 1.5,
+}
+
+
+@pytest.mark.parametrize("case", sorted(LITERAL_CASES))
+def test_literal_written_as_mogrify_writes_it(database: Database, case: str) -> None:
+    require_prepared_statements(database)
+    value = LITERAL_CASES[case]
+    with database.read() as repo:
+        connection = repo.session.connection
+        written = PostgresLiterals(connection).query("SELECT %s", [value])
+        expected = psycopg.ClientCursor(connection).mogrify("SELECT %s", [value])
+        read_back = connection.execute(written).fetchone()[0]
+
+    assert written == expected
+    assert read_back == (value.obj if isinstance(value, Json) else value)
+
+
+def test_literal_with_nul_rejected(database: Database) -> None:
+    require_prepared_statements(database)
+    with database.read() as repo:
+        literals = PostgresLiterals(repo.session.connection)
+        with pytest.raises(psycopg.DataError, match="NUL"):
+            literals.query("SELECT %s", ["before\0after"])
+
+
+def test_literal_of_text_with_percent_left_to_mogrify(database: Database) -> None:
+    require_prepared_statements(database)
+    with database.read() as repo:
+        written = PostgresLiterals(repo.session.connection).query("SELECT %s || '%%'", ["a"])
+
+    assert written == "SELECT 'a' || '%'"

@@ -304,8 +304,7 @@ class PostgresSession(Session):
     transaction, and :meth:`flush` sends what is left.
 
     Every statement, queued or not, goes out as a simple query with its
-    values as SQL literals, which psycopg's ``ClientCursor.mogrify`` writes
-    with the same dumpers as bound parameters. A statement used before on the
+    values as SQL literals (:class:`PostgresLiterals`). A statement used before on the
     connection goes as an ``EXECUTE`` of its prepared form (:meth:`_prepared`).
     The connection is in autocommit mode, so that BEGIN is the one this class
     sends.
@@ -388,7 +387,7 @@ class PostgresSession(Session):
     def _literal(self, statement: Statement, params: Sequence[Any]) -> str:
         text, values = self._bound(statement, params)
         execute = self._prepared(statement, text)
-        return self.connection.fleetca_literal_cursor.mogrify(execute or text, values)
+        return self.connection.fleetca_literals.query(execute or text, values)
 
     def _prepared(self, statement: Statement, text: str) -> str | None:
         """Return an EXECUTE of ``statement`` prepared on this connection, with ``%s`` for its values, or None.
@@ -496,6 +495,79 @@ class PostgresSession(Session):
         return self.cursor
 
 
+class PostgresLiterals:
+    """Writes a statement with its values as SQL literals, for one PostgreSQL connection.
+
+    Strings are quoted by libpq (``PQescapeLiteral``, through psycopg's
+    ``pq.Escaping``), and so are byte strings (``PQescapeByteaConn``);
+    integers, booleans, NULL, timestamps and JSON values have fixed forms,
+    the same as psycopg's. Any other type goes
+    through psycopg's ``ClientCursor.mogrify``. A statement of six values
+    cost about 2.6 µs of CPU this way against 9.5 µs through ``mogrify``
+    (20,000 runs), and a certificate takes about 40 statements.
+    """
+
+    __slots__ = ("_escaping", "_cursor", "_templates")
+
+    def __init__(self, connection: Any) -> None:
+        self._escaping = psycopg.pq.Escaping(connection.pgconn)
+        self._cursor = psycopg.ClientCursor(connection)
+        # Statement text -> its pieces between the ``%s`` placeholders, or
+        # None for a text that only mogrify may write (a ``%`` of its own).
+        self._templates: dict[str, list[str] | None] = {}
+
+    def query(self, text: str, values: Sequence[Any]) -> str:
+        """Return ``text`` with each ``%s`` replaced by the next value, written as a literal."""
+        pieces = self._templates.get(text, False)
+        if pieces is False:
+            pieces = _template_pieces(text)
+            if len(self._templates) < MAX_PREPARED_PER_CONNECTION:
+                self._templates[text] = pieces
+        if pieces is None or len(pieces) != len(values) + 1:
+            return self._cursor.mogrify(text, values)
+        out = [pieces[0]]
+        for value, piece in zip(values, pieces[1:]):
+            write = _LITERAL_WRITERS.get(type(value))
+            out.append(write(self, value) if write is not None else self._cursor.mogrify("%s", (value,)))
+            out.append(piece)
+        return "".join(out)
+
+    def string(self, value: str) -> str:
+        # PQescapeLiteral stops at a NUL character, which would cut the value
+        # short; PostgreSQL's text types cannot hold one anyway.
+        if "\0" in value:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return self._escaping.escape_literal(value.encode()).decode()
+
+    def json(self, value: Any) -> str:
+        return self.string(orjson.dumps(value.obj).decode()) + "::json"
+
+    def bytes(self, value: bytes) -> str:
+        return f"'{self._escaping.escape_bytea(value).decode()}'::bytea"
+
+
+def _template_pieces(text: str) -> list[str] | None:
+    pieces = text.split("%s")
+    return None if any("%" in piece for piece in pieces) else pieces
+
+
+def _literal_datetime(_: PostgresLiterals, value: datetime) -> str:
+    # psycopg writes a naive value as a timestamp without a time zone too.
+    return f"'{value.isoformat(' ')}'::{'timestamptz' if value.tzinfo is not None else 'timestamp'}"
+
+
+_LITERAL_WRITERS: dict[type, Callable[[PostgresLiterals, Any], str]] = {
+    str: PostgresLiterals.string,
+    bytes: PostgresLiterals.bytes,
+    int: lambda _, value: str(value) if value >= 0 else f" {value}",
+    bool: lambda _, value: "true" if value else "false",
+    type(None): lambda _, value: "NULL",
+    datetime: _literal_datetime,
+}
+if psycopg is not None:
+    _LITERAL_WRITERS[Json] = PostgresLiterals.json
+
+
 def _postgres_type(column: Column) -> str:
     """Return the PostgreSQL type of a column without a length, so that a longer value is compared, not rejected."""
     return _TYPE_LENGTH.sub("", column.type.compile(dialect=postgresql.dialect()))
@@ -565,12 +637,13 @@ def connector_for(url: str, *, durable: bool, prepared_statements: bool = True) 
         # psycopg's own statement preparation is off, because after a rollback
         # it deallocates every prepared statement of the connection, including
         # those that PostgresSession prepared.
-        connection = psycopg.connect(conninfo, autocommit=True, options=options, prepare_threshold=None)
+        connection = psycopg.connect(conninfo, autocommit=True, options=options, prepare_threshold=None,
+                                     client_encoding="UTF8")
         # JSON columns are written and read with orjson, as on SQLite.
         set_json_dumps(orjson.dumps, connection)
         set_json_loads(orjson.loads, connection)
         connection.fleetca_cursor = connection.cursor()
-        connection.fleetca_literal_cursor = psycopg.ClientCursor(connection)
+        connection.fleetca_literals = PostgresLiterals(connection)
         if prepared_statements:
             connection.fleetca_prepared = {}
         return connection
