@@ -496,13 +496,12 @@ class PostgresSession(Session):
 
 
 class PostgresLiterals:
-    """Writes a statement with its values as SQL literals, for one PostgreSQL connection.
+    """The writer of statements with their values as SQL literals, for one PostgreSQL connection.
 
-    Strings are quoted by libpq (``PQescapeLiteral``, through psycopg's
-    ``pq.Escaping``), and so are byte strings (``PQescapeByteaConn``);
-    integers, booleans, NULL, timestamps and JSON values have fixed forms,
-    the same as psycopg's. Any other type goes
-    through psycopg's ``ClientCursor.mogrify``. A statement of six values
+    libpq quotes strings (``PQescapeLiteral``) and byte strings
+    (``PQescapeByteaConn``), through psycopg's ``pq.Escaping``. Integers,
+    booleans, NULL, timestamps and JSON values have fixed forms, the same as
+    psycopg's. Any other type goes through psycopg's ``ClientCursor.mogrify``. A statement of six values
     cost about 2.6 µs of CPU this way against 9.5 µs through ``mogrify``
     (20,000 runs), and a certificate takes about 40 statements.
     """
@@ -533,10 +532,10 @@ class PostgresLiterals:
         return "".join(out)
 
     def string(self, value: str) -> str:
-        # PQescapeLiteral stops at a NUL character, which would cut the value
-        # short; PostgreSQL's text types cannot hold one anyway.
+        # PQescapeLiteral stops at a NUL character and would cut the value
+        # short. PostgreSQL's text types cannot contain one either.
         if "\0" in value:
-            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+            raise psycopg.DataError("invalid text value: PostgreSQL text fields cannot contain NUL (0x00) bytes")
         return self._escaping.escape_literal(value.encode()).decode()
 
     def json(self, value: Any) -> str:
@@ -552,7 +551,7 @@ def _template_pieces(text: str) -> list[str] | None:
 
 
 def _literal_datetime(_: PostgresLiterals, value: datetime) -> str:
-    # psycopg writes a naive value as a timestamp without a time zone too.
+    # A naive value becomes a timestamp without a time zone, as in psycopg's literal.
     return f"'{value.isoformat(' ')}'::{'timestamptz' if value.tzinfo is not None else 'timestamp'}"
 
 
