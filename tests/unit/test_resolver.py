@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
@@ -78,6 +79,27 @@ class ScriptedDnsServer(asyncio.DatagramProtocol):
             impostor.id = (query.id + 1) % 65536
             impostor.answer.append(dns.rrset.from_text(name, 60, "IN", "A", "198.51.100.66"))
             self.transport.sendto(impostor.to_wire(), addr)
+        if label == "otherquestion":
+            # The query's ID, but the question of another name.
+            impostor = dns.message.make_query("elsewhere.example.test.", question.rdtype)
+            impostor.id = query.id
+            impostor.flags |= dns.flags.QR
+            impostor.answer.append(dns.rrset.from_text("elsewhere.example.test.", 60, "IN", "A", "198.51.100.67"))
+            self.transport.sendto(impostor.to_wire(), addr)
+        if label == "refusednoquestion":
+            # An error response that left out the question section still
+            # answers the query, so the lookup fails at once with its code.
+            refused = dns.message.Message(id=query.id)
+            refused.flags = dns.flags.QR
+            refused.set_rcode(dns.rcode.REFUSED)
+            self.transport.sendto(refused.to_wire(), addr)
+            return
+        if label == "strayrecords":
+            # Records of another name beside the name's own, without a CNAME to link them.
+            response.answer.append(dns.rrset.from_text("stray.example.test.", 60, "IN", "A", "198.51.100.68"))
+        if label.lower() == "mixedcase":
+            # A resolver may echo the name in other letter case (DNS 0x20).
+            response.question[0].name = dns.name.from_text(name.upper())
         self.transport.sendto(response.to_wire(), addr)
 
 
@@ -108,8 +130,11 @@ def lookup(loop: asyncio.AbstractEventLoop, name: str, timeout: float = 2.0) -> 
     ("otherid.devices.example.test", ["192.0.2.1"]),
     ("sections.devices.example.test", ["192.0.2.1"]),
     ("truncated.devices.example.test", ["2001:db8::2"]),
+    ("otherquestion.devices.example.test", ["192.0.2.1"]),
+    ("strayrecords.devices.example.test", ["192.0.2.1"]),
+    ("MixedCase.devices.example.test", ["192.0.2.1"]),
 ], ids=["a-only", "ipv6-first", "cname-followed", "garbage-ignored", "other-id-ignored", "authority-and-additional",
-        "truncated-type-alone-fails"])
+        "truncated-type-alone-fails", "other-question-ignored", "other-names-ignored", "question-case-ignored"])
 def test_direct_lookup_addresses(loop: asyncio.AbstractEventLoop, name: str, expected: list[str]) -> None:
     assert lookup(loop, name) == expected
 
@@ -118,7 +143,8 @@ def test_direct_lookup_addresses(loop: asyncio.AbstractEventLoop, name: str, exp
     ("nx.devices.example.test", "no A or AAAA records found"),
     ("fail.devices.example.test", "A lookup failed: SERVFAIL"),
     ("silent.devices.example.test", "A lookup failed: Timeout"),
-], ids=["nxdomain", "servfail", "no-response"])
+    ("refusednoquestion.devices.example.test", "A lookup failed: REFUSED"),
+], ids=["nxdomain", "servfail", "no-response", "refused-without-question"])
 def test_direct_lookup_failures(loop: asyncio.AbstractEventLoop, name: str, detail: str) -> None:
     with pytest.raises(ValidationFailed) as caught:
         lookup(loop, name, timeout=0.5)

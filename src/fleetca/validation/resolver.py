@@ -2,13 +2,16 @@
 
 Address lookups (A and AAAA) to an explicitly configured resolver, the setup
 a CA runs in production, go to it directly. Both questions leave on one new
-UDP socket connected to the resolver, and dnspython builds the messages and
+UDP socket connected to the resolver. dnspython renders the first query, and
 parses the header, question and answer sections of the responses. The CPU of
 one lookup (both queries) measured about 530 µs through
 ``dns.asyncresolver``, 495 µs with a socket per query and whole responses
 parsed, and 330 µs this way (1,000 lookups of pebble-challtestsrv on
-loopback, uvloop). Lookups through the system's resolvers, and every TXT
-lookup, use ``dns.asyncresolver``.
+loopback, uvloop). In a later run of 3,000 lookups, one lookup cost 420 µs
+with both queries rendered by dnspython, the responses matched by
+``Message.is_response`` and read by ``resolve_chaining``. It cost 305 µs
+as now. Lookups through the system's resolvers, and every TXT lookup, use
+``dns.asyncresolver``.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import socket
 
 import dns.asyncquery
 import dns.asyncresolver
+import dns.entropy
 import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
@@ -72,6 +78,7 @@ async def resolve_addresses(resolver: dns.asyncresolver.Resolver, name: str) -> 
 
 
 ADDRESS_TYPES = (dns.rdatatype.AAAA, dns.rdatatype.A)
+_ERRORS_WITHOUT_QUESTION = frozenset({dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP, dns.rcode.REFUSED})
 Lookup = tuple[list[str], str | None]
 
 
@@ -88,36 +95,54 @@ async def _lookup(resolver: dns.asyncresolver.Resolver, name: str, rdtype: dns.r
 
 async def _lookup_direct(server: tuple[str, int], name: str, timeout: float) -> list[Lookup]:
     """Look up the AAAA and A records of ``name`` at ``server`` at once; return them in the order of ADDRESS_TYPES."""
-    # The name is parsed once, and the types are enum values: built from text,
-    # the two queries cost about twice as much.
     qname = dns.name.from_text(name)
-    queries = [dns.message.make_query(qname, rdtype) for rdtype in ADDRESS_TYPES]
+    queries = _address_queries(qname)
     responses: list[dns.message.Message | None] = [None] * len(queries)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     try:
         async with asyncio.timeout_at(deadline):
-            await _exchange_udp(server, queries, responses)
+            await _exchange_udp(server, qname, queries, responses)
     except TimeoutError:
         pass
     except (OSError, dns.exception.DNSException) as exc:
         return [([], f"{rdtype.name} lookup failed: {exc.__class__.__name__}") for rdtype in ADDRESS_TYPES]
     lookups = []
-    for rdtype, query, response in zip(ADDRESS_TYPES, queries, responses):
+    for rdtype, (query_id, wire), response in zip(ADDRESS_TYPES, queries, responses):
         if response is not None and response.flags & dns.flags.TC:
             # The response did not fit in a datagram, so ask again over TCP
             # within what is left of the timeout.
+            query = dns.message.make_query(qname, rdtype, id=query_id)
             try:
                 response = await dns.asyncquery.tcp(query, server[0], timeout=max(0.0, deadline - loop.time()),
                                                     port=server[1])
             except (OSError, dns.exception.DNSException) as exc:
                 lookups.append(([], f"{rdtype.name} lookup failed: {exc.__class__.__name__}"))
                 continue
-        lookups.append(_addresses(rdtype, response))
+        lookups.append(_addresses(qname, rdtype, response))
     return lookups
 
 
-def _addresses(rdtype: dns.rdatatype.RdataType, response: dns.message.Message | None) -> Lookup:
+def _address_queries(qname: dns.name.Name) -> list[tuple[int, bytes]]:
+    """Return the ID and wire form of a query for each of ADDRESS_TYPES.
+
+    dnspython renders the first query. A query without EDNS ends with its one
+    question, and the question's last four bytes are QTYPE and QCLASS (RFC 1035
+    §4.1.1 and §4.1.2). Each other query is therefore the first one with a new
+    ID in bytes 0 and 1 and its own QTYPE. Both queries cost about 41 µs of CPU
+    this way, against 82 µs with both rendered by dnspython (5,000 runs).
+    """
+    first = dns.message.make_query(qname, ADDRESS_TYPES[0], use_edns=False)
+    wire = first.to_wire()
+    queries = [(first.id, wire)]
+    for rdtype in ADDRESS_TYPES[1:]:
+        query_id = dns.entropy.random_16()
+        queries.append((query_id, query_id.to_bytes(2, "big") + wire[2:-4] + rdtype.to_bytes(2, "big") + wire[-2:]))
+    return queries
+
+
+def _addresses(qname: dns.name.Name, rdtype: dns.rdatatype.RdataType,
+               response: dns.message.Message | None) -> Lookup:
     if response is None:
         return [], f"{rdtype.name} lookup failed: Timeout"
     rcode = response.rcode()
@@ -125,6 +150,12 @@ def _addresses(rdtype: dns.rdatatype.RdataType, response: dns.message.Message | 
         return [], None
     if rcode != dns.rcode.NOERROR:
         return [], f"{rdtype.name} lookup failed: {dns.rcode.to_text(rcode)}"
+    if not any(rrset.rdtype == dns.rdatatype.CNAME for rrset in response.answer):
+        # Without a CNAME, only the name's own records count, as in
+        # resolve_chaining. This took 7 µs for both responses, against 63 µs.
+        return [record.address for rrset in response.answer
+                if rrset.name == qname and rrset.rdtype == rdtype and rrset.rdclass == dns.rdataclass.IN
+                for record in rrset], None
     try:
         # Follows a CNAME chain in the answer section, as a resolver would.
         answer = response.resolve_chaining().answer
@@ -133,9 +164,9 @@ def _addresses(rdtype: dns.rdatatype.RdataType, response: dns.message.Message | 
     return ([record.address for record in answer] if answer is not None else []), None
 
 
-async def _exchange_udp(server: tuple[str, int], queries: list[dns.message.Message],
+async def _exchange_udp(server: tuple[str, int], qname: dns.name.Name, queries: list[tuple[int, bytes]],
                         responses: list[dns.message.Message | None]) -> None:
-    """Send ``queries`` from one new socket and fill in ``responses`` as their responses arrive.
+    """Send ``queries`` (ID and wire form) from one new socket and fill in ``responses`` as their responses arrive.
 
     The socket is connected, so the kernel drops datagrams from any other
     source, and gets a new ephemeral port. A datagram that is not a DNS
@@ -152,8 +183,8 @@ async def _exchange_udp(server: tuple[str, int], queries: list[dns.message.Messa
         # uvloop's sock_connect would first resolve the address in its thread
         # pool: 60 µs of CPU against 11 µs per socket (2,000 runs).
         sock.connect((host, port))
-        for query in queries:
-            await loop.sock_sendall(sock, query.to_wire())
+        for _, wire in queries:
+            await loop.sock_sendall(sock, wire)
         waiting = len(queries)
         while waiting:
             wire = await loop.sock_recv(sock, MAX_UDP_RESPONSE_BYTES)
@@ -161,11 +192,29 @@ async def _exchange_udp(server: tuple[str, int], queries: list[dns.message.Messa
                 response = dns.message.from_wire(_without_authority_and_additional(wire), ignore_trailing=True)
             except dns.exception.DNSException:
                 continue
-            for n, query in enumerate(queries):
-                if responses[n] is None and query.is_response(response):
+            for n, (query_id, _) in enumerate(queries):
+                if responses[n] is None and _answers(response, query_id, qname, ADDRESS_TYPES[n]):
                     responses[n] = response
                     waiting -= 1
                     break
+
+
+def _answers(response: dns.message.Message, query_id: int, qname: dns.name.Name,
+             rdtype: dns.rdatatype.RdataType) -> bool:
+    """Check that ``response`` answers the query with ``query_id`` for ``qname`` and ``rdtype``.
+
+    The checks are those of ``Message.is_response`` for a query of one
+    question: the ID, the QR flag, the opcode and the question. The name
+    compares without regard to case. An error response without a question
+    section also counts, as in ``is_response``.
+    """
+    if response.id != query_id or not response.flags & dns.flags.QR or response.opcode() != dns.opcode.QUERY:
+        return False
+    question = response.question
+    if not question and response.rcode() in _ERRORS_WITHOUT_QUESTION:
+        return True
+    return (len(question) == 1 and question[0].name == qname and question[0].rdtype == rdtype
+            and question[0].rdclass == dns.rdataclass.IN)
 
 
 def _without_authority_and_additional(wire: bytes) -> bytes:
