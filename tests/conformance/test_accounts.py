@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
@@ -54,6 +55,33 @@ def test_existing_key_returns_account(client: AcmeClient) -> None:
     assert reply.json()["status"] == "valid"
     # A repeated newAccount is a lookup: the contact it carries is not applied.
     assert reply.json()["contact"] == []
+
+
+@pytest.mark.parametrize("payload", [
+    {"contact": ["tel:+15555550100"]},
+    {"termsOfServiceAgreed": "yes"},
+    {"onlyReturnExisting": False, "contact": "mailto:ops@example.test"},
+], ids=["unsupported-contact", "terms-not-boolean", "contact-not-array"])
+def test_existing_key_with_invalid_payload_returns_account(client: AcmeClient, payload: dict) -> None:
+    first_url = client.account_url
+
+    reply = client.new_account(payload)
+
+    assert reply.status == 200, reply.body
+    assert reply.headers["Location"] == first_url
+
+
+def test_same_new_key_concurrently_makes_one_account(shared_fleetca: FleetcaServer) -> None:
+    key = new_key("ES256")
+    clients = [AcmeClient(shared_fleetca.directory_url(), shared_fleetca.root_pem, key=key) for _ in range(6)]
+    for client in clients:
+        client._nonce = client.nonce()
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        replies = list(pool.map(lambda c: c.new_account({"termsOfServiceAgreed": True}), clients))
+
+    assert sorted(reply.status for reply in replies) == [200] * (len(clients) - 1) + [201]
+    assert len({reply.headers["Location"] for reply in replies}) == 1
 
 
 def test_only_return_existing_finds_account(client: AcmeClient) -> None:
@@ -182,6 +210,8 @@ DEACTIVATED_REQUESTS = {
     "new-order": lambda c: c.new_order([device_name("deactivated")]),
     "orders-list": lambda c: c.post(c.account_url + "/orders", None),
     "new-account-same-key": lambda c: c.new_account({"onlyReturnExisting": True}),
+    "new-account-same-key-plain": lambda c: c.new_account({"termsOfServiceAgreed": True}),
+    "new-account-same-key-bad-contact": lambda c: c.new_account({"contact": ["tel:+15555550100"]}),
     "deactivate-again": lambda c: c.post(c.account_url, {"status": "deactivated"}),
 }
 

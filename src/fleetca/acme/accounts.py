@@ -54,27 +54,25 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
     payload = auth.payload()
     thumbprint = jws.thumbprint(auth.key)
 
-    # §7.3.1: a known key gets its existing account back, whatever else was sent.
-    with ctx.database.read() as repo:
-        existing = repo.find_account_by_key(ca.name, thumbprint)
-    if existing is not None:
-        request.state.account_id = existing.id
-        if existing.status != "valid":
-            raise unauthorized(f"the account for this key is {existing.status}", status=401)
-        return json_response(account_json(existing, urls), 200, {"Location": urls.account(existing.id)})
-
-    only_existing = payload.get("onlyReturnExisting", False)
-    if not isinstance(only_existing, bool):
-        raise malformed("'onlyReturnExisting' must be a boolean")
+    # §7.3.1: a known key gets its existing account back, whatever else was
+    # sent. A request for a plain new account, the common case, skips the
+    # lookup, because the INSERT's conflict on the unique key shows a known key.
+    try:
+        only_existing, contacts, terms = _new_account_fields(payload)
+    except AcmeProblem:
+        known = _existing_account(request, ctx, ca, urls, thumbprint)
+        if known is not None:
+            return known
+        raise
+    binding = payload.get("externalAccountBinding")
+    if only_existing or binding is not None or ca.external_account_required:
+        known = _existing_account(request, ctx, ca, urls, thumbprint)
+        if known is not None:
+            return known
     if only_existing:
         raise AcmeProblem("accountDoesNotExist", "no account exists for this key")
-    contacts = parse_contacts(payload.get("contact"))
-    terms = payload.get("termsOfServiceAgreed", False)
-    if not isinstance(terms, bool):
-        raise malformed("'termsOfServiceAgreed' must be a boolean")
 
     now = ctx.now()
-    binding = payload.get("externalAccountBinding")
     eab_key_id = None
     if binding is not None:
         def lookup(key_id: str) -> EabKey | None:
@@ -92,11 +90,20 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
         auth.record_nonce(repo)
         if eab_key_id is not None and not repo.bind_eab_key(eab_key_id):
             raise unauthorized(f"EAB key {eab_key_id} reached its account limit or was revoked")
-        # Two requests with the same new key race here; the unique key decides,
-        # and the loser's transaction, EAB binding included, rolls back.
-        if not repo.add_account(account):
+        added = repo.add_account(account)
+        if added:
+            repo.audit(now, "account.created", ca.name,
+                       {"account": account.id, "key": thumbprint, "eab_key": eab_key_id})
+        elif eab_key_id is not None:
+            # The key has an account already, made since the lookup above by
+            # a concurrent request. The EAB key must stay unbound, so the
+            # transaction rolls back.
             raise AcmeProblem("malformed", "an account for this key was created concurrently; retry", status=409)
-        repo.audit(now, "account.created", ca.name, {"account": account.id, "key": thumbprint, "eab_key": eab_key_id})
+    if not added:
+        known = _existing_account(request, ctx, ca, urls, thumbprint)
+        if known is None:
+            raise AcmeProblem("malformed", "the account for this key was not found after a conflict; retry", status=409)
+        return known
     emit_audit("account.created", ca.name, {"account": account.id, "eab_key": eab_key_id})
     ctx.accounts.put(account)
     request.state.account_id = account.id
@@ -104,6 +111,33 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
     if binding is not None:
         body["externalAccountBinding"] = binding
     return json_response(body, 201, {"Location": urls.account(account.id)})
+
+
+def _new_account_fields(payload: dict[str, Any]) -> tuple[bool, list[str], bool]:
+    """Check a newAccount payload and return its onlyReturnExisting, contact and termsOfServiceAgreed values."""
+    only_existing = payload.get("onlyReturnExisting", False)
+    if not isinstance(only_existing, bool):
+        raise malformed("'onlyReturnExisting' must be a boolean")
+    if only_existing:
+        return True, [], False
+    contacts = parse_contacts(payload.get("contact"))
+    terms = payload.get("termsOfServiceAgreed", False)
+    if not isinstance(terms, bool):
+        raise malformed("'termsOfServiceAgreed' must be a boolean")
+    return only_existing, contacts, terms
+
+
+def _existing_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls,
+                      thumbprint: str) -> Response | None:
+    """Return the response for the CA's account with this key, or None when the key has no account."""
+    with ctx.database.read() as repo:
+        existing = repo.find_account_by_key(ca.name, thumbprint)
+    if existing is None:
+        return None
+    request.state.account_id = existing.id
+    if existing.status != "valid":
+        raise unauthorized(f"the account for this key is {existing.status}", status=401)
+    return json_response(account_json(existing, urls), 200, {"Location": urls.account(existing.id)})
 
 
 async def account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
