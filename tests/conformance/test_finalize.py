@@ -260,6 +260,15 @@ def account_key_csr(issuer: Issuer) -> bytes:
     return build_csr(account_key, sans=dns_sans(NAME_A, NAME_B))
 
 
+def other_account_key_csr(issuer: Issuer) -> bytes:
+    """A CSR for the key of another account of the same CA."""
+    other = AcmeClient(issuer.client.directory_url, issuer.client.ca_bundle)
+    assert other.new_account().status == 201
+    other_key = serialization.load_pem_private_key(other.key.export_to_pem(private_key=True, password=None),
+                                                   password=None)
+    return build_csr(other_key, sans=dns_sans(NAME_A, NAME_B))
+
+
 def both(key: CertificateIssuerPrivateKeyTypes) -> bytes:
     return build_csr(key, sans=dns_sans(NAME_A, NAME_B))
 
@@ -275,6 +284,7 @@ REJECTED_CSRS: dict[str, Callable[[Issuer], bytes]] = {
     "signature-invalid": lambda i: tampered_signature(),
     "not-a-csr": lambda i: b"\x30\x03\x02\x01\x00",
     "account-key": account_key_csr,
+    "other-account-key": other_account_key_csr,
     "rsa-1024": lambda i: both(rsa.generate_private_key(65537, 1024)),
     "rsa-2056": lambda i: both(rsa.generate_private_key(65537, 2056)),
     "rsa-exponent-3": lambda i: both(rsa.generate_private_key(3, 2048)),

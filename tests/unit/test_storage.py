@@ -7,6 +7,7 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -940,3 +941,31 @@ def test_literal_of_text_with_percent_left_to_mogrify(database: Database) -> Non
         written = PostgresLiterals(repo.session.connection).query("SELECT %s || '%%'", ["a"])
 
     assert written == "SELECT 'a' || '%'"
+
+
+# finalize's move of an order to processing: (order status, CSR key's thumbprint,
+# CA of the accounts) -> whether it moves.
+START_PROCESSING_CASES = {
+    "ready order, new key": ("ready", "csr-key", "default", True),
+    "ready order, account key": ("ready", "thumb1", "default", False),
+    "ready order, account key of another CA": ("ready", "thumb1", "other", True),
+    "pending order": ("pending", "csr-key", "default", False),
+    "processing order": ("processing", "csr-key", "default", False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(START_PROCESSING_CASES))
+def test_start_processing_order(database: Database, case: str) -> None:
+    status, thumbprint, ca_name, moves = START_PROCESSING_CASES[case]
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_order(replace(make_order("order25"), status=status))
+
+    with database.transaction() as repo:
+        started = repo.start_processing_order("order25", ca_name, thumbprint)
+    with database.read() as repo:
+        stored = repo.get_order("order25")
+
+    assert started is moves
+    assert stored is not None
+    assert stored.status == ("processing" if moves else status)

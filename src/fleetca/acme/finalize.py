@@ -114,12 +114,18 @@ async def finalize(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls
     csr_thumbprint = public_key_thumbprint(csr_key)
     async with ctx.database.transaction_async(durable=False) as repo:
         auth.record_nonce(repo)
-        if csr_thumbprint is not None and repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
-            raise AcmeProblem("badCSR", "the CSR's public key is an account key; use a separate key")
-        # If another request won, only the used nonce is committed, as it would be anyway.
+        # If the order does not move, only the used nonce is committed, as it would be anyway.
         repo.commit_with_next_statement()
-        if not repo.transition_order(order_id, "ready", "processing"):
-            raise AcmeProblem("orderNotReady", "order is being finalized by another request")
+        if csr_thumbprint is None:
+            started = repo.transition_order(order_id, "ready", "processing")
+        else:
+            started = repo.start_processing_order(order_id, ca.name, csr_thumbprint)
+    if not started:
+        if csr_thumbprint is not None:
+            with ctx.database.read() as repo:
+                if repo.find_account_by_key(ca.name, csr_thumbprint) is not None:
+                    raise AcmeProblem("badCSR", "the CSR's public key is an account key; use a separate key")
+        raise AcmeProblem("orderNotReady", "order is being finalized by another request")
 
     # Sign; any failure here must leave the order invalid rather than processing.
     try:

@@ -46,6 +46,11 @@ _ACCOUNT_BY_ID = select_by(accounts, A.id, columns=_ACCOUNT_COLUMNS)
 _ACCOUNT_BY_KEY = select_by(accounts, A.ca_name, A.key_thumbprint, columns=_ACCOUNT_COLUMNS)
 _INSERT_ACCOUNT = insert_into(accounts, _ACCOUNT_COLUMNS, suffix=" ON CONFLICT (ca_name, key_thumbprint) DO NOTHING")
 _ACCOUNT_IDS_FOR_EAB_KEY = select_by(accounts, A.eab_key_id, columns=[A.id])
+# finalize's transition of a ready order, which must not certify an account key (RFC 8555 §11.1).
+_START_PROCESSING_ORDER = Statement(
+    "UPDATE orders SET status = ? WHERE id = ? AND status = ? "
+    "AND NOT EXISTS (SELECT 1 FROM accounts WHERE ca_name = ? AND key_thumbprint = ?)",
+    [orders.c.status, orders.c.id, orders.c.status, A.ca_name, A.key_thumbprint])
 
 _ORDER_COLUMNS = [O.id, O.account_id, O.status, O.expires, O.identifiers, O.not_before, O.not_after, O.profile,
                   O.error, O.certificate_id, O.created_at, O.replaces]
@@ -379,6 +384,16 @@ class Repository:
         """Move an order between states; False when another request moved it first."""
         statement, params = _order_transition(order_id, from_status, to_status, values)
         return self.session.rowcount(statement, params) == 1
+
+    def start_processing_order(self, order_id: str, ca_name: str, csr_key_thumbprint: str) -> bool:
+        """Move a ready order to processing unless the CSR's key is an account key of the CA.
+
+        Return False when the order was not ready or the key belongs to an
+        account, and nothing changed. :meth:`find_account_by_key` then shows
+        which. This is one statement where a lookup and the transition were two.
+        """
+        return self.session.rowcount(_START_PROCESSING_ORDER, ["processing", order_id, "ready", ca_name,
+                                                               csr_key_thumbprint]) == 1
 
     def defer_transition_order(self, order_id: str, from_status: str, to_status: str, **values: Any) -> None:
         """Move an order between states with the transaction's next statement, for a caller that ignores the outcome."""
