@@ -692,6 +692,30 @@ def test_queued_statements_run_prepared(database: Database) -> None:
     assert recording.texts[0].split(";")[1].startswith("EXECUTE fleetca_")
 
 
+def test_statement_first_used_in_transaction_prepared_later(database: Database) -> None:
+    require_prepared_statements(database)
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+    sent: list[list[str]] = []
+    for n in range(2):
+        with database.transaction(durable=False) as repo:
+            recording = RecordingCursor(repo.session.cursor)
+            repo.session.cursor = recording
+            assert repo.get_account("acct1") is not None
+            # The audit INSERT only ever follows BEGIN and another statement.
+            repo.audit(NOW, f"test.event{n}", "default", {"n": n})
+        sent.append(recording.texts)
+    with database.read() as repo:
+        events = [event["event"] for event in repo.audit_events()]
+
+    assert sent[0][-1].startswith("INSERT INTO audit_events")
+    assert sent[0][-1].endswith(";COMMIT")
+    # Prepared before the second transaction's first statement.
+    assert sent[1][-1].startswith("EXECUTE fleetca_")
+    assert sent[1][-1].endswith(";COMMIT")
+    assert events[-2:] == ["test.event0", "test.event1"]
+
+
 def test_parameter_typed_from_column(database: Database) -> None:
     require_prepared_statements(database)
     # PostgreSQL cannot infer the type of a parameter that only meets IS NULL,

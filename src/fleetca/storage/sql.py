@@ -401,18 +401,36 @@ class PostgresSession(Session):
 
         PREPARE goes out as its own query, and only while the server has no
         transaction open on this connection, so that a failed PREPARE cannot
-        abort one. Otherwise, and for a statement that PREPARE rejects, the
-        statement is sent as a literal.
+        abort one. A statement first used inside a transaction is sent as a
+        literal, and prepared before the connection's next statement outside
+        one. A statement that PREPARE rejects is always sent as a literal.
         """
         # Statement text -> its EXECUTE, or None when PREPARE rejected it.
         prepared: dict[str, str | None] | None = getattr(self.connection, "fleetca_prepared", None)
         if prepared is None:
             return None
+        # Statement text -> the statement, for those used inside a transaction
+        # before this connection prepared them.
+        waiting: dict[str, Statement] = self.connection.fleetca_waiting_to_prepare
+        in_transaction = self._begun and self._transaction
+        if waiting and not in_transaction:
+            while waiting:
+                waiting_text, waiting_statement = waiting.popitem()
+                if waiting_text not in prepared and len(prepared) < MAX_PREPARED_PER_CONNECTION:
+                    self._prepare(prepared, waiting_statement, waiting_text)
         execute = prepared.get(text, "")
         if execute != "":
             return execute
-        if self._begun and self._transaction or len(prepared) >= MAX_PREPARED_PER_CONNECTION:
+        if len(prepared) >= MAX_PREPARED_PER_CONNECTION:
             return None
+        if in_transaction:
+            if len(prepared) + len(waiting) < MAX_PREPARED_PER_CONNECTION:
+                waiting[text] = statement
+            return None
+        return self._prepare(prepared, statement, text)
+
+    def _prepare(self, prepared: dict[str, str | None], statement: Statement, text: str) -> str | None:
+        """Prepare ``statement`` on the server and return its EXECUTE with ``%s`` for its values, or None."""
         name = f"fleetca_{len(prepared) + 1}"
         parts = text.split("%s")
         numbered = "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, start=1))
@@ -645,6 +663,7 @@ def connector_for(url: str, *, durable: bool, prepared_statements: bool = True) 
         connection.fleetca_literals = PostgresLiterals(connection)
         if prepared_statements:
             connection.fleetca_prepared = {}
+            connection.fleetca_waiting_to_prepare = {}
         return connection
 
     return connect_postgres
