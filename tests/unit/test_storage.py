@@ -993,3 +993,23 @@ def test_start_processing_order(database: Database, case: str) -> None:
     assert started is moves
     assert stored is not None
     assert stored.status == ("processing" if moves else status)
+
+
+@pytest.mark.parametrize("commit_with_it", [False, True], ids=["commit-after", "commit-with-it"])
+def test_account_added_with_its_audit_event(database: Database, commit_with_it: bool) -> None:
+    with database.transaction() as repo:
+        added = repo.add_account_with_audit(make_account("acct26", "thumb26"), NOW, {"account": "acct26"},
+                                            commit_with_it=commit_with_it)
+    with database.transaction() as repo:
+        # The same key again, under another id: nothing is written.
+        again = repo.add_account_with_audit(make_account("acct27", "thumb26"), NOW, {"account": "acct27"},
+                                            commit_with_it=commit_with_it)
+    with database.read() as repo:
+        events = [event["details"] for event in repo.audit_events("account.created")]
+        first, second = repo.get_account("acct26"), repo.get_account("acct27")
+
+    assert added is True
+    assert again is False
+    assert first is not None
+    assert second is None
+    assert events == [{"account": "acct26"}]

@@ -90,11 +90,11 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
         auth.record_nonce(repo)
         if eab_key_id is not None and not repo.bind_eab_key(eab_key_id):
             raise unauthorized(f"EAB key {eab_key_id} reached its account limit or was revoked")
-        added = repo.add_account(account)
-        if added:
-            repo.audit(now, "account.created", ca.name,
-                       {"account": account.id, "key": thumbprint, "eab_key": eab_key_id})
-        elif eab_key_id is not None:
+        # Without an EAB binding to undo, a key that has an account commits only the used nonce.
+        added = repo.add_account_with_audit(account, now, {"account": account.id, "key": thumbprint,
+                                                           "eab_key": eab_key_id},
+                                            commit_with_it=eab_key_id is None)
+        if not added and eab_key_id is not None:
             # The key has an account already, made since the lookup above by
             # a concurrent request. The EAB key must stay unbound, so the
             # transaction rolls back.

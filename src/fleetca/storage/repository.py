@@ -166,6 +166,11 @@ _SECRET_BY_NAME = select_by(service_secrets, service_secrets.c.name, columns=[se
 _INSERT_SECRET = insert_into(service_secrets, suffix=" ON CONFLICT DO NOTHING")
 
 _INSERT_AUDIT_EVENT = insert_into(audit_events)
+# An audit event that is written only if the account with the given id exists.
+_INSERT_AUDIT_EVENT_OF_ACCOUNT = Statement(
+    "INSERT INTO audit_events (at, event, ca_name, details) SELECT ?, ?, ?, ? "
+    "WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?)",
+    [audit_events.c.at, audit_events.c.event, audit_events.c.ca_name, audit_events.c.details, A.id])
 _AUDIT_EVENTS = select_by(audit_events, suffix=" ORDER BY id")
 _AUDIT_EVENTS_OF_KIND = select_by(audit_events, audit_events.c.event, suffix=" ORDER BY id")
 
@@ -330,6 +335,24 @@ class Repository:
             account.id, account.ca_name, account.key_thumbprint, account.jwk, account.status, account.contact,
             account.terms_agreed, account.eab_key_id, account.created_at,
         ]) == 1
+
+    def add_account_with_audit(self, account: Account, at: datetime, details: dict[str, Any], *,
+                               commit_with_it: bool = False) -> bool:
+        """Insert the account and its account.created audit event; False when the CA already has an account with its key.
+
+        The event is written only if the account was, so the event's row
+        count gives the outcome and both go out with one statement's round
+        trip. ``commit_with_it`` lets the COMMIT travel with them too, which
+        commits the transaction's other writes whatever the outcome.
+        """
+        self.session.defer(_INSERT_ACCOUNT, [
+            account.id, account.ca_name, account.key_thumbprint, account.jwk, account.status, account.contact,
+            account.terms_agreed, account.eab_key_id, account.created_at,
+        ])
+        if commit_with_it:
+            self.session.commit_with_next_statement()
+        return self.session.rowcount(_INSERT_AUDIT_EVENT_OF_ACCOUNT,
+                                     [at, "account.created", account.ca_name, details, account.id]) == 1
 
     def get_account(self, account_id: str) -> Account | None:
         row = self.session.first(_ACCOUNT_BY_ID, [account_id])
