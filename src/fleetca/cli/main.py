@@ -90,7 +90,7 @@ def serve(
     from fleetca.acme.app import build_context, create_app
     from fleetca.logs import configure_logging
     from fleetca.acme.context import AcmeContext
-    from fleetca.revocation.listener import listening_socket, run_workers, serve_all
+    from fleetca.revocation.listener import coalescing_protocol, listening_socket, run_workers, serve_all
     from fleetca.revocation.routes import create_http_app
     from fleetca.signing.authority import issue_server_tls_certificate, server_certificate_covers
 
@@ -138,7 +138,7 @@ def serve(
         acme_app = create_app(context)
         configs = [uvicorn.Config(acme_app, host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
                                   ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
-                                  log_level=log_level, timeout_graceful_shutdown=5)]
+                                  log_level=log_level, timeout_graceful_shutdown=5, http=coalescing_protocol())]
         if settings.server.http_listen:
             # CRLs and OCSP go over plain HTTP on a second listener, without the ACME routes.
             http_host, http_port = parse_host_port(settings.server.http_listen)
