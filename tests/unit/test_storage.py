@@ -1013,3 +1013,43 @@ def test_account_added_with_its_audit_event(database: Database, commit_with_it: 
     assert first is not None
     assert second is None
     assert events == [{"account": "acct26"}]
+
+
+# A challenge POST's move to processing: (authorization status, challenge
+# status, requesting account, hours until the authorization expires,
+# challenge id) -> whether the challenge moves.
+START_CHALLENGE_CASES = {
+    "pending challenge of own pending authorization": ("pending", "pending", "acct1", 24, "authz28-http", True),
+    "another account's challenge": ("pending", "pending", "acct2", 24, "authz28-http", False),
+    "expired authorization": ("pending", "pending", "acct1", -1, "authz28-http", False),
+    "challenge already processing": ("pending", "processing", "acct1", 24, "authz28-http", False),
+    "valid authorization": ("valid", "pending", "acct1", 24, "authz28-http", False),
+    "unknown challenge": ("pending", "pending", "acct1", 24, "no-such-challenge", False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(START_CHALLENGE_CASES))
+def test_start_challenge(database: Database, case: str) -> None:
+    authz_status, challenge_status, account_id, hours, challenge_id, moves = START_CHALLENGE_CASES[case]
+    authz = make_authorization("authz28", authz_status)
+    authz.expires = NOW + timedelta(hours=hours)
+    authz.challenges[0].status = challenge_status
+    with database.transaction() as repo:
+        repo.add_account(make_account())
+        repo.add_account(make_account("acct2", "thumb2"))
+        repo.add_authorization(authz)
+
+    with database.transaction() as repo:
+        started, found = repo.start_challenge(challenge_id, account_id, NOW)
+    with database.read() as repo:
+        stored = repo.get_challenge("authz28-http")
+
+    assert started is moves
+    assert stored is not None
+    assert stored.status == ("processing" if moves else challenge_status)
+    if challenge_id == "no-such-challenge":
+        assert found is None
+    else:
+        # The authorization read after the move shows the challenge as stored.
+        assert found is not None
+        assert {c.id: c.status for c in found.challenges}["authz28-http"] == stored.status

@@ -41,18 +41,17 @@ async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     started = False
     async with ctx.database.transaction_async(durable=False) as repo:
         auth.record_nonce(repo)
-        authz = repo.get_authorization_of_challenge(challenge_id)
-        current = next((c for c in authz.challenges if c.id == challenge_id), None) if authz else None
-        if current is None or authz is None or authz.account_id != auth.account.id:
-            raise not_found("no such challenge for this account")
-        if not auth.is_post_as_get and current.status == "pending" and authz.status == "pending" \
-                and authz.expires > now:
-            # Whether or not this request wins the transition, the transaction ends with it.
+        if auth.is_post_as_get:
+            authz = repo.get_authorization_of_challenge(challenge_id)
+        else:
+            # The move to processing, if the challenge and its authorization
+            # allow it, and the read of the outcome end the transaction.
             repo.commit_with_next_statement()
-            started = repo.transition_challenge(challenge_id, "pending", "processing", started_at=now)
-    assert current is not None and authz is not None
+            started, authz = repo.start_challenge(challenge_id, auth.account.id, now)
+    current = next((c for c in authz.challenges if c.id == challenge_id), None) if authz else None
+    if current is None or authz is None or authz.account_id != auth.account.id:
+        raise not_found("no such challenge for this account")
     if started:
-        current.status, current.started_at = "processing", now
         # A validation on a reachable device takes milliseconds. Waiting briefly
         # lets this response already carry the outcome, which saves the client
         # its polls; a slow validation goes on in the background.

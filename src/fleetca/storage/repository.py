@@ -107,6 +107,14 @@ _AUTHORIZATION_OF_CHALLENGE = Statement(
     "FROM challenges this JOIN authorizations a ON a.id = this.authorization_id "
     "JOIN challenges c ON c.authorization_id = a.id WHERE this.id = ? ORDER BY c.type",
     [C.id], _AUTHORIZATION_COLUMNS + _CHALLENGE_COLUMNS)
+# A challenge POST's move to processing: only a pending challenge of the
+# account's pending authorization that has not expired moves.
+_START_CHALLENGE = Statement(
+    "UPDATE challenges SET status = ?, started_at = ? WHERE id = ? AND status = ? AND EXISTS ("
+    "SELECT 1 FROM authorizations a WHERE a.id = challenges.authorization_id AND a.account_id = ? "
+    "AND a.status = ? AND a.expires > ?)",
+    [C.status, C.started_at, C.id, C.status, authorizations.c.account_id, authorizations.c.status,
+     authorizations.c.expires])
 _CHALLENGE_ERRORS = Statement("SELECT error FROM challenges WHERE authorization_id = ? AND error IS NOT NULL",
                               [C.authorization_id], [C.error])
 _CHALLENGE_BY_ID = select_by(challenges, C.id, columns=_CHALLENGE_COLUMNS)
@@ -454,6 +462,18 @@ class Repository:
         """Return the authorization that ``challenge_id`` belongs to, with all its challenges."""
         rows = self.session.rows(_AUTHORIZATION_OF_CHALLENGE, [challenge_id])
         return _authorization(rows) if rows else None
+
+    def start_challenge(self, challenge_id: str, account_id: str, now: datetime) -> tuple[bool, Authorization | None]:
+        """Move a pending challenge to processing if its authorization is the account's, pending and not expired.
+
+        Return whether the challenge moved, and its authorization with all
+        its challenges as they are afterwards (None when the challenge does
+        not exist). On PostgreSQL the two statements go out as one query.
+        """
+        counts, rows = self.session.row_counts_then_rows(
+            [(_START_CHALLENGE, ["processing", now, challenge_id, "pending", account_id, "pending", now])],
+            _AUTHORIZATION_OF_CHALLENGE, [challenge_id])
+        return counts[0] == 1, (_authorization(rows) if rows else None)
 
     def find_reusable_authorization(self, account_id: str, identifier: Identifier, wildcard: bool,
                                     valid_until: datetime) -> tuple[str, datetime] | None:
