@@ -41,3 +41,29 @@ def test_cache_replaces_and_discards() -> None:
     assert replaced.status == "deactivated"
     assert cache.get("a") is None
     assert len(cache) == 0
+
+
+def test_first_authorizations_only_once_for_created_account() -> None:
+    cache = AccountCache(max_size=4)
+    cache.put(account("created"), created=True)
+    cache.put(account("read"))
+
+    first = cache.first_authorizations("created")
+    second = cache.first_authorizations("created")
+    read = cache.first_authorizations("read")
+
+    assert first is True
+    assert second is False
+    assert read is False
+
+
+def test_first_authorizations_forgotten_with_entry() -> None:
+    cache = AccountCache(max_size=1)
+    cache.put(account("evicted"), created=True)
+    cache.put(account("discarded"), created=True)
+    cache.put(account("newest"), created=True)
+    cache.discard("discarded")
+
+    assert cache.first_authorizations("evicted") is False
+    assert cache.first_authorizations("discarded") is False
+    assert cache.first_authorizations("newest") is True

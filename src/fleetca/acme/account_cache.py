@@ -28,6 +28,8 @@ class AccountCache:
     def __init__(self, max_size: int = MAX_CACHED_ACCOUNTS) -> None:
         self._max_size = max_size
         self._accounts: OrderedDict[str, Account] = OrderedDict()
+        # Accounts that this process created and has made no authorization for since.
+        self._without_authorizations: set[str] = set()
 
     def get(self, account_id: str) -> Account | None:
         account = self._accounts.get(account_id)
@@ -35,14 +37,32 @@ class AccountCache:
             self._accounts.move_to_end(account_id)
         return account
 
-    def put(self, account: Account) -> None:
+    def put(self, account: Account, *, created: bool = False) -> None:
+        """Keep ``account``; ``created`` marks an account that this process has just created."""
         self._accounts[account.id] = account
         self._accounts.move_to_end(account.id)
+        if created:
+            self._without_authorizations.add(account.id)
         if len(self._accounts) > self._max_size:
-            self._accounts.popitem(last=False)
+            evicted, _ = self._accounts.popitem(last=False)
+            self._without_authorizations.discard(evicted)
+
+    def first_authorizations(self, account_id: str) -> bool:
+        """Tell whether this process created the account and has made no authorization for it, and forget it.
+
+        The caller is about to make the account's first authorizations. Another
+        process behind the same database may have made some already, so use
+        this only where that changes no outcome, such as skipping the search
+        for an authorization to reuse.
+        """
+        if account_id in self._without_authorizations:
+            self._without_authorizations.discard(account_id)
+            return True
+        return False
 
     def discard(self, account_id: str) -> None:
         self._accounts.pop(account_id, None)
+        self._without_authorizations.discard(account_id)
 
     def __len__(self) -> int:
         return len(self._accounts)

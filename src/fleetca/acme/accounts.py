@@ -105,7 +105,7 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
             raise AcmeProblem("malformed", "the account for this key was not found after a conflict; retry", status=409)
         return known
     emit_audit("account.created", ca.name, {"account": account.id, "eab_key": eab_key_id})
-    ctx.accounts.put(account)
+    ctx.accounts.put(account, created=True)
     request.state.account_id = account.id
     body = account_json(account, urls)
     if binding is not None:

@@ -68,12 +68,15 @@ def account_eab_key(repo: Repository, account: Account) -> EabKey | None:
 
 
 def authorization_for(repo: Repository, account: Account, ident: Identifier, eab_key: EabKey | None,
-                      now: datetime, lifetimes: LifetimeSettings,
-                      valid_until: datetime) -> tuple[str, tuple[str, datetime]]:
-    """Return the id, status and expiry of the authorization for ``ident``, which is reused, pre-authorized or new."""
+                      now: datetime, lifetimes: LifetimeSettings, valid_until: datetime, *,
+                      reuse: bool = True) -> tuple[str, tuple[str, datetime]]:
+    """Return the id, status and expiry of the authorization for ``ident``, which is reused, pre-authorized or new.
+
+    ``reuse=False`` skips the search for a valid authorization to reuse.
+    """
     wildcard = ident.type == "dns" and ident.value.startswith("*.")
     base = Identifier(ident.type, ident.value.removeprefix("*."))
-    reused = repo.find_reusable_authorization(account.id, base, wildcard, valid_until)
+    reused = repo.find_reusable_authorization(account.id, base, wildcard, valid_until) if reuse else None
     if reused is not None:
         return reused[0], ("valid", reused[1])
     if eab_key is not None and eab_key.preauthorizes(base, wildcard, now):
@@ -152,7 +155,11 @@ async def new_order(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
         replaces = payload.get("replaces")
         replaced_id = check_replaces(repo, auth.account.id, replaces, identifiers, now) if replaces is not None \
             else None
-        found = [authorization_for(repo, auth.account, ident, eab_key, now, lifetimes, order_expires)
+        # An account that this process created and has made no authorization
+        # for has none to reuse, unless another process made one. A new
+        # authorization is then as valid, so the search is skipped.
+        reuse = not ctx.accounts.first_authorizations(auth.account.id)
+        found = [authorization_for(repo, auth.account, ident, eab_key, now, lifetimes, order_expires, reuse=reuse)
                  for ident in identifiers]
         authz_ids = [authz_id for authz_id, _ in found]
         # refresh_order below takes the authorizations' states from here instead of reading them back.
@@ -213,6 +220,7 @@ async def new_authz(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     ca.policy.check_identifiers(ca.name, identifiers)
     now = ctx.now()
     lifetimes = ctx.settings.lifetimes
+    ctx.accounts.first_authorizations(auth.account.id)
     async with ctx.database.transaction_async(durable=False) as repo:
         eab_key = account_eab_key(repo, auth.account)
         authz_id = authorization_for(repo, auth.account, identifiers[0], eab_key, now, lifetimes, now)[0]
