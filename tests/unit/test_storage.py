@@ -252,6 +252,45 @@ def test_durable_transaction_rolls_back(database: Database) -> None:
         assert repo.get_account("acct1") is None
 
 
+def test_durable_commit_raises_deferred_conflict(database: Database) -> None:
+    with database.transaction() as repo:
+        repo.defer_use_nonce("nonce29", NOW, NonceReused)
+
+    async def replay() -> None:
+        async with database.transaction_async(durable=True) as repo:
+            repo.add_account(make_account("acct29", "thumb29"))
+            repo.defer_use_nonce("nonce29", NOW, NonceReused)
+
+    with pytest.raises(NonceReused):
+        asyncio.run(replay())
+
+    with database.read() as repo:
+        assert repo.get_account("acct29") is None
+
+
+def test_cancelled_durable_commit_closes_connection(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only a PostgreSQL COMMIT is awaited on the event loop")
+    used: list[object] = []
+
+    async def slow_commit() -> None:
+        async with database.transaction_async(durable=True) as repo:
+            used.append(repo.session.connection)
+            repo.session.defer(Statement("SELECT pg_sleep(1)"))
+
+    async def cancel_it() -> None:
+        await asyncio.wait_for(slow_commit(), timeout=0.2)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(cancel_it())
+    with database.transaction() as repo:
+        repo.add_account(make_account("acct30", "thumb30"))
+
+    assert getattr(used[0], "closed") is True
+    with database.read() as repo:
+        assert repo.get_account("acct30") is not None
+
+
 def test_key_change_conflict_returns_false(database: Database) -> None:
     with database.transaction() as repo:
         repo.add_account(make_account("acct1", "thumb1"))

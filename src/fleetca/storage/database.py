@@ -120,8 +120,9 @@ class Database:
         retries BEGIN IMMEDIATE after yielding to the event loop, where the
         synchronous busy timeout would sleep the whole process. Its commit skips
         the fsync and releases the lock at once; when ``durable``, the
-        write-ahead log is then synced in a thread. On PostgreSQL a durable
-        COMMIT runs in a thread. ``durable`` has the meaning it has in
+        write-ahead log is then synced in a thread. On PostgreSQL the event
+        loop waits for a durable COMMIT as for any socket
+        (:meth:`PostgresSession.commit_async`). ``durable`` has the meaning it has in
         :meth:`transaction`.
 
         A caller whose body runs one statement, or several that need not be
@@ -133,7 +134,7 @@ class Database:
             return AsyncTransaction(self, self._async_pool, sqlite_sync=durable)
         if single_statement and not durable:
             return AsyncTransaction(self, self._fast_pool, autocommit=True)
-        return AsyncTransaction(self, self._durable_pool if durable else self._fast_pool, commit_in_thread=durable)
+        return AsyncTransaction(self, self._durable_pool if durable else self._fast_pool, commit_waits=durable)
 
     def read(self) -> Reading:
         """Open a connection for reads that take no lock, as ``with database.read() as repo``.
@@ -212,15 +213,15 @@ class AsyncTransaction:
     a generator-based context manager (CPython 3.11).
     """
 
-    __slots__ = ("_database", "_pool", "_sqlite_sync", "_autocommit", "_commit_in_thread", "_connection", "_session")
+    __slots__ = ("_database", "_pool", "_sqlite_sync", "_autocommit", "_commit_waits", "_connection", "_session")
 
     def __init__(self, database: Database, pool: ConnectionPool, *, sqlite_sync: bool = False,
-                 autocommit: bool = False, commit_in_thread: bool = False) -> None:
+                 autocommit: bool = False, commit_waits: bool = False) -> None:
         self._database = database
         self._pool = pool
         self._sqlite_sync = sqlite_sync
         self._autocommit = autocommit
-        self._commit_in_thread = commit_in_thread
+        self._commit_waits = commit_waits
 
     async def __aenter__(self) -> Repository:
         dialect = self._database.dialect
@@ -230,7 +231,7 @@ class AsyncTransaction:
         else:
             self._connection = self._pool.acquire()
             self._session = Session(self._connection, dialect) if self._autocommit \
-                else PostgresSession(self._connection, dialect, early_commit=not self._commit_in_thread)
+                else PostgresSession(self._connection, dialect, early_commit=not self._commit_waits)
         return Repository(self._session)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -239,8 +240,8 @@ class AsyncTransaction:
             release_after_failure(self._pool, connection)
             return
         try:
-            if self._commit_in_thread:
-                await asyncio.to_thread(self._session.commit)
+            if self._commit_waits:
+                await self._session.commit_async()  # type: ignore[attr-defined]
             elif not self._autocommit:
                 self._session.commit()
         except BaseException:
