@@ -383,11 +383,11 @@ class PostgresSession(Session):
     async def commit_async(self) -> None:
         """Send the COMMIT, behind the statements still queued, and wait for it on the event loop.
 
-        For a COMMIT that waits for the disk. A thread would keep the event
-        loop free too, but handing the COMMIT to one and back cost 15 % of the
-        benchmark's CPU per certificate (docs/performance.md). If the wait is
-        cancelled, the connection is closed, because it may still be busy
-        with the query.
+        This is for a COMMIT that waits for the disk. A thread would keep
+        the event loop free too, but the benchmark's CPU per certificate was
+        about 2 % higher with the COMMIT handed to a thread and back
+        (docs/performance.md). If the wait is cancelled, the connection is
+        closed, because it may still be busy with the query.
         """
         if self._committed or not (self._begun or len(self._queue) > 1):
             return
