@@ -112,5 +112,6 @@ def test_response_arrives_in_one_tls_record(shared_fleetca: FleetcaServer, case:
     length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:")))
     assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"\r\nserver:" not in head.lower()
     assert length > 0
     assert len(received) == length

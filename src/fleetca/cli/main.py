@@ -136,16 +136,18 @@ def serve(
 
     def make_configs(context: AcmeContext) -> list[uvicorn.Config]:
         acme_app = create_app(context)
+        # No Server header: it would name the server software to every client.
         configs = [uvicorn.Config(acme_app, host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
                                   ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
-                                  log_level=log_level, timeout_graceful_shutdown=5, http=coalescing_protocol())]
+                                  log_level=log_level, timeout_graceful_shutdown=5, http=coalescing_protocol(),
+                                  server_header=False)]
         if settings.server.http_listen:
             # CRLs and OCSP go over plain HTTP on a second listener, without the ACME routes.
             http_host, http_port = parse_host_port(settings.server.http_listen)
             http_app = create_http_app(acme_app.state.revocation, extra_routes=acme_app.state.publication_routes)
             configs.append(uvicorn.Config(http_app, host=http_host, port=http_port,
                                           lifespan="off", log_config=None, access_log=False, log_level=log_level,
-                                          timeout_graceful_shutdown=5))
+                                          timeout_graceful_shutdown=5, server_header=False))
         return configs
 
     if workers == 1:
