@@ -306,8 +306,9 @@ class PostgresSession(Session):
     transaction, and :meth:`flush` sends what is left.
 
     Every statement, queued or not, goes out as a simple query with its
-    values as SQL literals (:class:`PostgresLiterals`). A statement used before on the
-    connection goes as an ``EXECUTE`` of its prepared form (:meth:`_prepared`).
+    values as SQL literals (:class:`PostgresLiterals`). A statement used
+    before on the connection goes as an ``EXECUTE`` of its prepared form
+    (:meth:`_prepared`).
     The connection is in autocommit mode, so that BEGIN is the one this class
     sends.
     """
@@ -554,9 +555,10 @@ class PostgresLiterals:
     libpq quotes strings (``PQescapeLiteral``) and byte strings
     (``PQescapeByteaConn``), through psycopg's ``pq.Escaping``. Integers,
     booleans, NULL, timestamps and JSON values have fixed forms, the same as
-    psycopg's. Any other type goes through psycopg's ``ClientCursor.mogrify``. A statement of six values
-    cost about 2.6 µs of CPU this way against 9.5 µs through ``mogrify``
-    (20,000 runs), and a certificate takes about 40 statements.
+    psycopg's. Any other type goes through psycopg's ``ClientCursor.mogrify``.
+    A statement of six values cost about 2.6 µs of CPU this way against 9.5 µs
+    through ``mogrify`` (20,000 runs), and a certificate takes about 40
+    statements.
     """
 
     __slots__ = ("_escaping", "_cursor", "_templates")
