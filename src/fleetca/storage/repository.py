@@ -346,7 +346,7 @@ class Repository:
 
     def add_account_with_audit(self, account: Account, at: datetime, details: dict[str, Any], *,
                                commit_with_it: bool = False) -> bool:
-        """Insert the account and its account.created audit event; False when the CA already has an account with its key.
+        """Insert the account and its account.created audit event; return False if the key already has an account.
 
         The event is written only if the account was, so the event's row
         count gives the outcome and both go out with one statement's round
