@@ -291,6 +291,32 @@ def test_cancelled_durable_commit_closes_connection(database: Database) -> None:
         assert repo.get_account("acct30") is not None
 
 
+def test_durable_commit_drops_connection_without_statement(database: Database) -> None:
+    if database.dialect.name != "postgresql":
+        pytest.skip("only a PostgreSQL COMMIT is awaited on the event loop")
+    used: list[object] = []
+
+    async def audit(n: int) -> None:
+        async with database.transaction_async(durable=True) as repo:
+            used.append(repo.session.connection)
+            repo.audit(NOW, f"test.durable{n}", "default", {"n": n})
+
+    asyncio.run(audit(0))
+    # The connection loses the prepared audit INSERT, as behind a pooler
+    # that hands this client another server session.
+    getattr(used[0], "execute")("DEALLOCATE ALL")
+    with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+        asyncio.run(audit(1))
+    asyncio.run(audit(2))
+    with database.read() as repo:
+        events = [event["event"] for event in repo.audit_events()]
+
+    assert used[1] is used[0]
+    assert getattr(used[1], "closed") is True
+    assert used[2] is not used[0]
+    assert events[-2:] == ["test.durable0", "test.durable2"]
+
+
 def test_key_change_conflict_returns_false(database: Database) -> None:
     with database.transaction() as repo:
         repo.add_account(make_account("acct1", "thumb1"))

@@ -392,27 +392,19 @@ class PostgresSession(Session):
         """
         if self._committed or not (self._begun or len(self._queue) > 1):
             return
-        queue = self._queue
-        queue.append("COMMIT")
-        self._queue = []
-        self._begun = True
         self._committed = True
-        conflicts, self._conflicts = self._conflicts, {}
+        query, _, conflicts = self._take_queue("", "COMMIT")
         pgconn = self.connection.pgconn
         try:
-            pgconn.send_query(";".join(queue).encode())
+            pgconn.send_query(query.encode())
             results = await psycopg_waiting.wait_async(psycopg_generators.execute(pgconn), pgconn.socket)
         except BaseException:
             self.connection.close()
             raise
         for result in results:
             if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
-                error = psycopg.errors.error_from_result(result, encoding=self.connection.info.encoding)
-                if isinstance(error, (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation)):
-                    raise_instead = conflicts.get((error.diag.table_name or "", _is_not_null_violation(error)))
-                    if raise_instead is not None:
-                        raise raise_instead() from None
-                raise error
+                raise self._failure(psycopg.errors.error_from_result(result, encoding=self.connection.info.encoding),
+                                    conflicts)
 
     def savepoint_violates_integrity(self, statement: Statement, params: Sequence[Any]) -> bool:
         self._check_open()
@@ -515,38 +507,56 @@ class PostgresSession(Session):
         The row counts of the ``counted`` statements queued last before
         ``last`` are appended to ``counts``.
         """
+        query, results_before_last, conflicts = self._take_queue(last, trailing)
+        try:
+            self.cursor.execute(query, prepare=False)
+        except psycopg.Error as exc:
+            failure = self._failure(exc, conflicts)
+            if failure is exc:
+                raise
+            raise failure from None
+        for n in range(results_before_last):
+            if counts is not None and n >= results_before_last - counted:
+                counts.append(self.cursor.rowcount)
+            self.cursor.nextset()
+        return self.cursor
+
+    def _take_queue(self, last: str, trailing: str) -> tuple[str, int, dict[tuple[str, bool], Callable[[], Exception]]]:
+        """Empty the queue into one query that ends with ``last`` and ``trailing``.
+
+        Return the query's text, the number of statements before ``last``,
+        and the exceptions that its deferred statements registered.
+        """
         queue = self._queue
         if last:
             queue.append(last)
         results_before_last = len(queue) - 1
         if trailing:
             queue.append(trailing)
-        query = ";".join(queue)
         # BEGIN leaves the queue with the first query, even one that fails,
         # because the rollback of a failed transaction ends it on the server.
         self._queue = []
         self._begun = True
-        # The exceptions registered by the deferred statements of this query.
         conflicts, self._conflicts = self._conflicts, {}
-        try:
-            self.cursor.execute(query, prepare=False)
-        except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
-            raise_instead = conflicts.get((exc.diag.table_name or "", _is_not_null_violation(exc)))
-            if raise_instead is None:
-                raise
-            raise raise_instead() from None
-        except (psycopg.errors.InvalidSqlStatementName, psycopg.errors.FeatureNotSupported):
-            # A prepared statement is gone (a pooler gave this client another
-            # server session) or its result type changed (a migration altered
-            # a column). Closing the connection makes the pool drop it, and
-            # the next transaction prepares its statements on a new one.
+        return ";".join(queue), results_before_last, conflicts
+
+    def _failure(self, error: Exception, conflicts: dict[tuple[str, bool], Callable[[], Exception]]) -> Exception:
+        """Return the exception to raise for a query that failed with ``error``.
+
+        A unique or NOT NULL violation in the table of a deferred statement
+        that registered an exception gives that exception. For a prepared
+        statement that is gone (a pooler gave this client another server
+        session) or whose result type changed (a migration altered a column),
+        the connection is closed first, so that the pool drops it and the next
+        transaction prepares its statements on a new one.
+        """
+        if isinstance(error, (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation)):
+            raise_instead = conflicts.get((error.diag.table_name or "", _is_not_null_violation(error)))
+            if raise_instead is not None:
+                return raise_instead()
+        elif isinstance(error, (psycopg.errors.InvalidSqlStatementName, psycopg.errors.FeatureNotSupported)):
             self.connection.close()
-            raise
-        for n in range(results_before_last):
-            if counts is not None and n >= results_before_last - counted:
-                counts.append(self.cursor.rowcount)
-            self.cursor.nextset()
-        return self.cursor
+        return error
 
 
 class PostgresLiterals:
