@@ -254,6 +254,12 @@ def _account(row: Sequence[Any]) -> Account:
     )
 
 
+def _account_values(account: Account) -> list[Any]:
+    """Return the account's values in the order of _ACCOUNT_COLUMNS."""
+    return [account.id, account.ca_name, account.key_thumbprint, account.jwk, account.status, account.contact,
+            account.terms_agreed, account.eab_key_id, account.created_at]
+
+
 def _challenge(row: Sequence[Any]) -> Challenge:
     return Challenge(
         id=row[0], authorization_id=row[1], type=row[2], token=row[3], status=row[4], validated=row[5],
@@ -339,10 +345,7 @@ class Repository:
 
     def add_account(self, account: Account) -> bool:
         """Insert the account; False when the CA already has an account with its key, and nothing was written."""
-        return self.session.rowcount(_INSERT_ACCOUNT, [
-            account.id, account.ca_name, account.key_thumbprint, account.jwk, account.status, account.contact,
-            account.terms_agreed, account.eab_key_id, account.created_at,
-        ]) == 1
+        return self.session.rowcount(_INSERT_ACCOUNT, _account_values(account)) == 1
 
     def add_account_with_audit(self, account: Account, at: datetime, details: dict[str, Any], *,
                                commit_with_it: bool = False) -> bool:
@@ -353,10 +356,7 @@ class Repository:
         trip. ``commit_with_it`` lets the COMMIT travel with them too, which
         commits the transaction's other writes whatever the outcome.
         """
-        self.session.defer(_INSERT_ACCOUNT, [
-            account.id, account.ca_name, account.key_thumbprint, account.jwk, account.status, account.contact,
-            account.terms_agreed, account.eab_key_id, account.created_at,
-        ])
+        self.session.defer(_INSERT_ACCOUNT, _account_values(account))
         if commit_with_it:
             self.session.commit_with_next_statement()
         return self.session.rowcount(_INSERT_AUDIT_EVENT_OF_ACCOUNT,
