@@ -220,6 +220,8 @@ async def new_authz(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Url
     ca.policy.check_identifiers(ca.name, identifiers)
     now = ctx.now()
     lifetimes = ctx.settings.lifetimes
+    # This request makes an authorization, so the account's next order
+    # searches for one to reuse.
     ctx.accounts.first_authorizations(auth.account.id)
     async with ctx.database.transaction_async(durable=False) as repo:
         eab_key = account_eab_key(repo, auth.account)

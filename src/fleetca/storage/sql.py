@@ -544,10 +544,10 @@ class PostgresSession(Session):
         """Return the exception to raise for a query that failed with ``error``.
 
         A unique or NOT NULL violation in the table of a deferred statement
-        that registered an exception gives that exception. For a prepared
-        statement that is gone (a pooler gave this client another server
-        session) or whose result type changed (a migration altered a column),
-        the connection is closed first, so that the pool drops it and the next
+        that registered an exception gives that exception. A prepared
+        statement may be gone (a pooler gave this client another server
+        session) or return another type (a migration altered a column). Then
+        the connection is closed first. The pool drops it, and the next
         transaction prepares its statements on a new one.
         """
         if isinstance(error, (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation)):

@@ -201,7 +201,7 @@ async def _exchange_udp(server: tuple[str, int], qname: dns.name.Name, queries: 
 
 def _answers(response: dns.message.Message, query_id: int, qname: dns.name.Name,
              rdtype: dns.rdatatype.RdataType) -> bool:
-    """Check that ``response`` answers the query with ``query_id`` for ``qname`` and ``rdtype``.
+    """Check that ``response`` is the response to the query with ``query_id`` for ``qname`` and ``rdtype``.
 
     The checks are those of ``Message.is_response`` for a query of one
     question: the ID, the QR flag, the opcode and the question. The name
