@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleetca.acme.identifiers import parse_identifiers
+import ipaddress
+
+from fleetca.acme.identifiers import ip_address, parse_identifiers
 from fleetca.acme.problems import AcmeProblem
 from fleetca.domain import Identifier
 
@@ -21,6 +23,8 @@ REJECTED = [
     ("fail/u-label", "dns", "bücher.example.test", "rejectedIdentifier"),
     ("fail/bad-a-label", "dns", "xn--zz.example.test", "rejectedIdentifier"),
     ("fail/ip-as-dns", "dns", "192.0.2.1", "rejectedIdentifier"),
+    ("fail/ipv6-as-dns", "dns", "2001:db8::1", "rejectedIdentifier"),
+    ("fail/bracketed-ipv6-as-dns", "dns", "[2001:db8::1]", "rejectedIdentifier"),
     ("fail/single-label", "dns", "localhost", "rejectedIdentifier"),
     ("fail/underscore", "dns", "a_b.example.test", "rejectedIdentifier"),
     ("fail/leading-hyphen", "dns", "-a.example.test", "rejectedIdentifier"),
@@ -67,3 +71,32 @@ def test_malformed_identifier_arrays(raw: object) -> None:
     with pytest.raises(AcmeProblem) as caught:
         parse_identifiers(raw)
     assert caught.value.type == "malformed"
+
+
+# Text that ipaddress.ip_address accepts or rejects. ip_address must return what it returns.
+ADDRESS_TEXTS = [
+    ("ipv4", "192.0.2.10"),
+    ("ipv6", "2001:db8::1"),
+    ("ipv6-scope", "fe80::1%eth0"),
+    ("ipv4-mapped", "::ffff:192.0.2.1"),
+    ("dns-name", "dev1.devices.example.test"),
+    ("three-octets", "192.0.2"),
+    ("five-octets", "192.0.2.1.5"),
+    ("leading-zero", "192.0.2.010"),
+    ("octet-too-large", "192.0.2.300"),
+    ("hex-octet", "0x1.2.3.4"),
+    ("arabic-indic-digit", "\u0663.1.1.1"),
+    ("trailing-space", "192.0.2.1 "),
+    ("empty", ""),
+    ("bracketed", "[2001:db8::1]"),
+    ("colon-name", "a:b"),
+]
+
+
+@pytest.mark.parametrize("text", [c[1] for c in ADDRESS_TEXTS], ids=[c[0] for c in ADDRESS_TEXTS])
+def test_ip_address_as_ipaddress_parses(text: str) -> None:
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    assert ip_address(text) == expected

@@ -25,6 +25,21 @@ def _reject(value: str, kind: str, detail: str, type_: str = "dns") -> Subproble
     return Subproblem(kind, detail, {"type": type_, "value": value})
 
 
+def ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return ``text`` as an IP address, or None when it is not one.
+
+    Text with no colon that is not digits and dots cannot be an address in
+    the forms ``ipaddress`` accepts. A DNS name therefore returns None
+    without the parse and its exception, which cost about 6 µs.
+    """
+    if ":" not in text and not text.replace(".", "").isdigit():
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def canonical_dns_name(value: str) -> tuple[str | None, Subproblem | None]:
     """Return the canonical form of a DNS identifier, or the subproblem that rejects it."""
     name = value.strip().lower()
@@ -35,11 +50,7 @@ def canonical_dns_name(value: str) -> tuple[str | None, Subproblem | None]:
     except UnicodeEncodeError:
         return None, _reject(value, "rejectedIdentifier",
                              f"{value!r} contains non-ASCII characters; send internationalized names as A-labels (xn--)")
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        pass
-    else:
+    if ip_address(name.strip("[]")) is not None:
         return None, _reject(value, "rejectedIdentifier", f"{value!r} is an IP address; send it with type \"ip\"")
     wildcard = name.startswith("*.")
     base = name[2:] if wildcard else name

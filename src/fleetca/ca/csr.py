@@ -8,12 +8,11 @@ identifiers, so they never reach a certificate.
 
 from __future__ import annotations
 
-import ipaddress
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from fleetca.acme.identifiers import canonical_dns_name
+from fleetca.acme.identifiers import canonical_dns_name, ip_address
 from fleetca.ca.key_policy import WeakKey, check_public_key
 from fleetca.domain import Identifier
 
@@ -68,10 +67,9 @@ def csr_identifiers(csr: x509.CertificateSigningRequest) -> set[Identifier]:
 
 def _identifier_from_text(value: str, dns_only: bool = False) -> Identifier:
     if not dns_only:
-        try:
-            return Identifier("ip", ipaddress.ip_address(value).compressed)
-        except ValueError:
-            pass
+        address = ip_address(value)
+        if address is not None:
+            return Identifier("ip", address.compressed)
     name, problem = canonical_dns_name(value)
     if name is None:
         raise CsrRejected(f"CSR names an invalid identifier: {problem.detail if problem else value}")
