@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,7 +21,9 @@ from fleetca.domain import Account, Authorization, Challenge, Identifier, Issued
 from fleetca.settings import load_settings
 from fleetca.storage.database import Database, migrate, sqlite_url
 from fleetca.storage import repository as repository_module
-from fleetca.storage.sql import ConnectionPool, PostgresLiterals, PostgresSession, Statement, connector_for, insert_into
+from fleetca.storage import sql as sql_module
+from fleetca.storage.sql import (ConnectionPool, PostgresLiterals, PostgresSession, Statement, WalSyncer, connector_for,
+                                 insert_into)
 from fleetca.storage.tables import accounts, certificates, challenges, issuing_cas, orders, used_nonces
 from tests.support.databases import drop_postgres_database, new_database_url
 
@@ -427,6 +430,111 @@ def test_pool_after_fork_opens_new_connections(tmp_path: Path) -> None:
     assert answer == b"new"
     # The parent keeps its own idle connection.
     assert pool.acquire() is inherited
+
+
+def _wal_database(tmp_path: Path) -> str:
+    """Create a SQLite database in WAL mode whose -wal file exists; return its path."""
+    path = tmp_path / "wal.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("CREATE TABLE t (v INTEGER)")
+    connection.execute("INSERT INTO t VALUES (1)")
+    connection.close()
+    # Closing the last connection checkpoints and removes the log, so a second connection writes a new one.
+    keeper = sqlite3.connect(path, isolation_level=None)
+    keeper.execute("INSERT INTO t VALUES (2)")
+    assert Path(str(path) + "-wal").exists()
+    return str(path)
+
+
+def test_wal_flush_serves_waiters_queued_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _wal_database(tmp_path)
+    release = threading.Event()
+    flushes: list[int] = []
+
+    def slow_first_flush(database_path: str) -> None:
+        flushes.append(len(flushes))
+        if len(flushes) == 1:
+            assert release.wait(10)
+        real_sync(database_path)
+
+    real_sync = sql_module.sync_sqlite_wal
+    monkeypatch.setattr(sql_module, "sync_sqlite_wal", slow_first_flush)
+    syncer = WalSyncer(path)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(syncer.sync())
+        while not flushes:
+            await asyncio.sleep(0.001)
+        # These queue while the first flush is running, so one more flush serves all five.
+        later = [asyncio.ensure_future(syncer.sync()) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), 10)
+
+    asyncio.run(scenario())
+    assert len(flushes) == 2
+
+
+def test_wal_flush_failure_reaches_every_waiter(tmp_path: Path) -> None:
+    syncer = WalSyncer(str(tmp_path / "missing.db"))
+
+    async def scenario() -> list[BaseException | None]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(syncer.sync() for _ in range(3)), return_exceptions=True), 10)
+
+    outcomes = asyncio.run(scenario())
+    assert [type(outcome) for outcome in outcomes] == [FileNotFoundError] * 3
+    # Each waiter gets an exception of its own.
+    assert len({id(outcome) for outcome in outcomes}) == 3
+
+
+def test_wal_flush_after_cancelled_waiter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _wal_database(tmp_path)
+    release = threading.Event()
+    real_sync = sql_module.sync_sqlite_wal
+
+    def held_flush(database_path: str) -> None:
+        assert release.wait(10)
+        real_sync(database_path)
+
+    monkeypatch.setattr(sql_module, "sync_sqlite_wal", held_flush)
+    syncer = WalSyncer(path)
+
+    async def scenario() -> None:
+        waiter = asyncio.ensure_future(syncer.sync())
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        # The thread settled the cancelled waiter's future without failing and serves the next.
+        await asyncio.wait_for(syncer.sync(), 10)
+
+    asyncio.run(scenario())
+
+
+def test_wal_flush_in_forked_process(tmp_path: Path) -> None:
+    syncer = WalSyncer(_wal_database(tmp_path))
+    asyncio.run(asyncio.wait_for(syncer.sync(), 10))
+    read_end, write_end = os.pipe()
+
+    child = os.fork()
+    if child == 0:
+        try:
+            asyncio.run(asyncio.wait_for(syncer.sync(), 5))
+            answer = b"flushed"
+        except BaseException as exc:  # the parent's thread does not exist here
+            answer = type(exc).__name__.encode()
+        os.write(write_end, answer)
+        os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 64)
+    os.waitpid(child, 0)
+    os.close(read_end)
+
+    assert answer == b"flushed"
+    asyncio.run(asyncio.wait_for(syncer.sync(), 10))
 
 
 class NonceReused(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -23,8 +22,8 @@ from fleetca.storage.sql import (
     dialect_for,
     open_transaction,
     release_after_failure,
+    WalSyncer,
     sqlite_path,
-    sync_sqlite_wal,
 )
 
 if TYPE_CHECKING:
@@ -90,6 +89,7 @@ class Database:
         # changed pages again: 51 against 4 pread calls per certificate in the benchmark.
         self._async_pool = ConnectionPool(connector_for(url, durable=False, prepared_statements=prepared_statements))
         self.sqlite_file = sqlite_path(url) if self.dialect is SQLITE else ""
+        self.wal_syncer = WalSyncer(self.sqlite_file) if self.dialect is SQLITE else None
 
     @classmethod
     def of(cls, settings: Settings) -> Database:
@@ -120,7 +120,7 @@ class Database:
         retries BEGIN IMMEDIATE after yielding to the event loop, where the
         synchronous busy timeout would sleep the whole process. Its commit skips
         the fsync and releases the lock at once; when ``durable``, the
-        write-ahead log is then synced in a thread. On PostgreSQL the event
+        write-ahead log is then synced in a thread (:class:`WalSyncer`). On PostgreSQL the event
         loop waits for a durable COMMIT as for any socket
         (:meth:`PostgresSession.commit_async`). ``durable`` has the meaning it has in
         :meth:`transaction`.
@@ -249,4 +249,4 @@ class AsyncTransaction:
             raise
         self._pool.release(connection)
         if self._sqlite_sync:
-            await asyncio.to_thread(sync_sqlite_wal, self._database.sqlite_file)
+            await self._database.wal_syncer.sync()  # type: ignore[union-attr]
