@@ -14,7 +14,7 @@ import dns.rrset
 import pytest
 
 from fleetca.validation.errors import ValidationFailed
-from fleetca.validation.resolver import make_resolver, resolve_addresses
+from fleetca.validation.resolver import ADDRESS_TYPES, _address_queries, make_resolver, resolve_addresses
 
 
 class ScriptedDnsServer(asyncio.DatagramProtocol):
@@ -151,3 +151,17 @@ def test_direct_lookup_failures(loop: asyncio.AbstractEventLoop, name: str, deta
 
     assert caught.value.problem_type == "dns"
     assert detail in caught.value.detail
+
+
+@pytest.mark.parametrize("name", ["plain.devices.example.test", "MixedCase.devices.example.test",
+                                  "xn--bcher-kva.example.test", "a" * 63 + ".example.test"],
+                         ids=["plain", "mixed-case", "a-label", "longest-label"])
+def test_queries_as_dnspython_renders(name: str) -> None:
+    qname = dns.name.from_text(name)
+    queries = _address_queries(qname)
+
+    assert len(queries) == len(ADDRESS_TYPES)
+    for (query_id, wire), rdtype in zip(queries, ADDRESS_TYPES):
+        expected = dns.message.make_query(qname, rdtype, use_edns=False)
+        expected.id = query_id
+        assert wire == expected.to_wire()

@@ -2,15 +2,16 @@
 
 Address lookups (A and AAAA) to an explicitly configured resolver, the setup
 a CA runs in production, go to it directly. Both questions leave on one new
-UDP socket connected to the resolver. dnspython renders the first query, and
-parses the header, question and answer sections of the responses. The CPU of
+UDP socket connected to the resolver. dnspython renders the name in the
+queries, and parses the header, question and answer sections of the
+responses. The CPU of
 one lookup (both queries) measured about 530 µs through
 ``dns.asyncresolver``, 495 µs with a socket per query and whole responses
 parsed, and 330 µs this way (1,000 lookups of pebble-challtestsrv on
 loopback, uvloop). In a later run of 3,000 lookups, one lookup cost 420 µs
 with both queries rendered by dnspython, the responses matched by
 ``Message.is_response`` and read by ``resolve_chaining``. It cost 305 µs
-as now. Lookups through the system's resolvers, and every TXT lookup, use
+with the first query rendered by dnspython, and 270 µs as now. Lookups through the system's resolvers, and every TXT lookup, use
 ``dns.asyncresolver``.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 
 import dns.asyncquery
 import dns.asyncresolver
@@ -126,18 +128,18 @@ async def _lookup_direct(server: tuple[str, int], name: str, timeout: float) -> 
 def _address_queries(qname: dns.name.Name) -> list[tuple[int, bytes]]:
     """Return the ID and wire form of a query for each of ADDRESS_TYPES.
 
-    dnspython renders the first query. A query without EDNS ends with its one
-    question, and the question's last four bytes are QTYPE and QCLASS (RFC 1035
-    §4.1.1 and §4.1.2). Each other query is therefore the first one with a new
-    ID in bytes 0 and 1 and its own QTYPE. Both queries cost about 41 µs of CPU
-    this way, against 82 µs with both rendered by dnspython (5,000 runs).
+    Each query is a header with a random ID, the RD flag and one question
+    (RFC 1035 §4.1.1), then the question: the name in dnspython's wire form,
+    QTYPE and QCLASS (§4.1.2), without EDNS. Both queries cost about 7 µs of
+    CPU this way, against 37 µs for one query through ``make_query`` and
+    ``to_wire`` (20,000 runs).
     """
-    first = dns.message.make_query(qname, ADDRESS_TYPES[0], use_edns=False)
-    wire = first.to_wire()
-    queries = [(first.id, wire)]
-    for rdtype in ADDRESS_TYPES[1:]:
+    name = qname.to_wire()
+    queries = []
+    for rdtype in ADDRESS_TYPES:
         query_id = dns.entropy.random_16()
-        queries.append((query_id, query_id.to_bytes(2, "big") + wire[2:-4] + rdtype.to_bytes(2, "big") + wire[-2:]))
+        header = struct.pack("!HHHHHH", query_id, dns.flags.RD | dns.opcode.to_flags(dns.opcode.QUERY), 1, 0, 0, 0)
+        queries.append((query_id, header + name + struct.pack("!HH", rdtype, dns.rdataclass.IN)))
     return queries
 
 
