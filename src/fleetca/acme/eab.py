@@ -65,7 +65,7 @@ def eab_key_from_row(row: dict[str, Any] | None) -> EabKey | None:
     )
 
 
-def verify_binding(binding: Any, outer_url: str, account_key: jwk.JWK, ca_name: str,
+def verify_binding(binding: Any, outer_url: str, account_key: jws.AccountKey, ca_name: str,
                    lookup: Callable[[str], EabKey | None], now: datetime) -> EabKey:
     """Check an externalAccountBinding JWS against the EAB key it names (§7.3.4); return that key."""
     if not isinstance(binding, dict):

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 import orjson
-from jwcrypto import jwk
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -55,7 +54,7 @@ class AuthenticatedRequest:
     """A POST whose JWS verified, with the account (kid) or bare key (jwk) that signed it."""
 
     jws: jws.ParsedJws
-    key: jwk.JWK
+    key: jws.AccountKey
     account: Account | None
     ctx: AcmeContext
     pending_nonce: PendingNonce | None = None
