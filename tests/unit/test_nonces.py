@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from fleetca.acme.jws import b64url_decode
 from fleetca.acme.nonces import NonceService
 from fleetca.acme.problems import AcmeProblem
 from fleetca.clock import ManualClock
@@ -74,3 +75,36 @@ def test_prune_removes_only_expired(database: Database) -> None:
     assert nonces.prune(clock.now()) == 1
     with pytest.raises(AcmeProblem, match="already been used"):
         nonces.consume(recent, clock.now())
+
+
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _padded(nonce: str) -> str:
+    return nonce + "="
+
+
+def _other_unused_bits(nonce: str) -> str:
+    # 32 bytes take 43 characters, and the last one carries 2 unused bits, so
+    # the next character of the alphabet decodes to the same bytes.
+    last = _B64URL_ALPHABET.index(nonce[-1])
+    return nonce[:-1] + _B64URL_ALPHABET[last ^ 1]
+
+
+@pytest.mark.parametrize("spell", [_padded, _other_unused_bits], ids=["padded", "other-unused-bits"])
+def test_other_spelling_of_nonce_rejected(database: Database, spell: Callable[[str], str]) -> None:
+    clock = ManualClock()
+    nonces = NonceService(database)
+    nonce = nonces.issue(clock.now())
+    variant = spell(nonce)
+    assert variant != nonce
+    assert b64url_decode(variant, "nonce") == b64url_decode(nonce, "nonce")
+
+    with pytest.raises(AcmeProblem) as before_use:
+        nonces.consume(variant, clock.now())
+    nonces.consume(nonce, clock.now())
+    with pytest.raises(AcmeProblem) as after_use:
+        nonces.consume(variant, clock.now())
+
+    assert before_use.value.type == "badNonce"
+    assert after_use.value.type == "badNonce"

@@ -1046,7 +1046,7 @@ def test_deferred_conflict_scoped_to_query(database: Database) -> None:
         assert repo.get_account("acct1") is not None  # the nonce went out with this read
         # The same nonce again, in a later statement of the transaction, is a
         # plain integrity error, which the savepoint catches.
-        violated = repo.session.savepoint_violates_integrity(insert_nonce, ["nonce22", NOW])
+        violated = repo.session.savepoint_violates_integrity(insert_nonce, [NOW, "nonce22"])
         repo.add_order(make_order("order22"))
 
     assert violated is True

@@ -2,9 +2,12 @@
 
 A nonce is issued without touching the database: it carries its issue time,
 random bytes and an HMAC under a key shared by every fleetca process through the
-database. Using a nonce inserts it into ``used_nonces``; the unique key makes a
-second use fail in any process. Nonces older than ``lifetime`` are rejected
-without a lookup, so used-nonce rows can be pruned after that.
+database. Using a nonce inserts it, with its issue time, into ``used_nonces``,
+whose unique key makes a second use fail in any process. Nonces older than
+``lifetime`` are rejected without a lookup, so used-nonce rows can be pruned
+after that. Only the exact text that was issued is accepted: base64url has
+other spellings of the same bytes (trailing "=", other values of a last
+character's unused bits), and each would otherwise be a fresh row.
 
 A request that writes records its nonce in its own write transaction (see
 ``acme/http.py``), so a replay of it fails with its changes rolled back, and
@@ -57,7 +60,7 @@ class NonceService:
         transaction's next statement on PostgreSQL, which sends the INSERT with it.
         ``account`` and ``account_changed`` are as in ``Repository.defer_use_nonce``.
         """
-        repo.defer_use_nonce(nonce, issued_at + self.lifetime, used_nonce, account, account_changed)
+        repo.defer_use_nonce(nonce, issued_at, used_nonce, account, account_changed)
 
     def check(self, nonce: str, now: datetime) -> datetime:
         """Return the issue time of a nonce this server issued and that has not expired, or raise badNonce.
@@ -68,7 +71,7 @@ class NonceService:
             raw = b64url_decode(nonce, "nonce")
         except AcmeProblem:
             raw = b""
-        if len(raw) != _RAW_LENGTH or not hmac.compare_digest(
+        if len(raw) != _RAW_LENGTH or b64url_encode(raw) != nonce or not hmac.compare_digest(
                 raw[16:], hmac.new(self._key, raw[:16], sha256).digest()[:16]):
             raise AcmeProblem("badNonce", "nonce was not issued by this server; retry with the nonce in Replay-Nonce")
         issued_at = datetime.fromtimestamp(struct.unpack(">Q", raw[:8])[0], UTC)
@@ -78,7 +81,7 @@ class NonceService:
 
     def prune(self, now: datetime) -> int:
         with self.database.transaction() as repo:
-            return repo.prune_used_nonces(now)
+            return repo.prune_used_nonces(now - self.lifetime)
 
 
 def used_nonce() -> AcmeProblem:

@@ -164,12 +164,12 @@ _UPDATE_ACCOUNT_KEY = Statement("UPDATE accounts SET key_thumbprint = ?, jwk = ?
 # A used nonce makes this INSERT fail, which rolls its transaction back.
 _RECORD_NONCE = insert_into(used_nonces)
 # The same, unless the account is no longer valid or has another key. Then
-# the expiry is NULL, which the NOT NULL column rejects.
+# the issue time is NULL, which the key rejects.
 _RECORD_NONCE_OF_ACCOUNT = Statement(
-    "INSERT INTO used_nonces (nonce, expires) VALUES "
-    "(?, (SELECT ? FROM accounts WHERE id = ? AND status = 'valid' AND key_thumbprint = ?))",
-    [used_nonces.c.nonce, used_nonces.c.expires, A.id, A.key_thumbprint])
-_PRUNE_NONCES = Statement("DELETE FROM used_nonces WHERE expires < ?", [used_nonces.c.expires])
+    "INSERT INTO used_nonces (issued, nonce) VALUES "
+    "((SELECT ? FROM accounts WHERE id = ? AND status = 'valid' AND key_thumbprint = ?), ?)",
+    [used_nonces.c.issued, A.id, A.key_thumbprint, used_nonces.c.nonce])
+_PRUNE_NONCES = Statement("DELETE FROM used_nonces WHERE issued < ?", [used_nonces.c.issued])
 _SECRET_BY_NAME = select_by(service_secrets, service_secrets.c.name, columns=[service_secrets.c.value])
 _INSERT_SECRET = insert_into(service_secrets, suffix=" ON CONFLICT DO NOTHING")
 
@@ -581,7 +581,7 @@ class Repository:
 
     # Nonces and service secrets
 
-    def defer_use_nonce(self, nonce: str, expires: datetime, used: Callable[[], Exception],
+    def defer_use_nonce(self, nonce: str, issued: datetime, used: Callable[[], Exception],
                         account: tuple[str, str] | None = None,
                         account_changed: Callable[[], Exception] | None = None) -> None:
         """Record a nonce as used with the transaction's next statement (see Session.defer).
@@ -592,13 +592,14 @@ class Repository:
         longer valid or has another key.
         """
         if account is None:
-            self.session.defer(_RECORD_NONCE, [nonce, expires], on_unique_violation=used)
+            self.session.defer(_RECORD_NONCE, [issued, nonce], on_unique_violation=used)
             return
-        self.session.defer(_RECORD_NONCE_OF_ACCOUNT, [nonce, expires, *account], on_unique_violation=used,
+        self.session.defer(_RECORD_NONCE_OF_ACCOUNT, [issued, *account, nonce], on_unique_violation=used,
                            on_not_null_violation=account_changed)
 
-    def prune_used_nonces(self, now: datetime) -> int:
-        return self.session.rowcount(_PRUNE_NONCES, [now])
+    def prune_used_nonces(self, issued_before: datetime) -> int:
+        """Delete the used nonces issued before ``issued_before``; return how many."""
+        return self.session.rowcount(_PRUNE_NONCES, [issued_before])
 
     def get_or_create_secret(self, name: str, make: Any) -> bytes:
         values = self.session.scalars(_SECRET_BY_NAME, [name])
