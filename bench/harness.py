@@ -89,8 +89,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="connect fleetca to PostgreSQL through bench/delay_proxy.py, which adds MS "
                              "milliseconds to each round trip, as a database on another machine would "
                              "(default 0: connect directly)")
-    parser.add_argument("--fleetca-workers", type=int, default=1,
-                        help="server processes fleetca runs (serve --workers; default 1)")
+    parser.add_argument("--fleetca-workers", type=_worker_counts, default={"sqlite": 1, "postgres": 1},
+                        metavar="N|sqlite=N,postgres=M",
+                        help="server processes fleetca runs (serve --workers), for both databases or for each "
+                             "(default 1)")
     parser.add_argument("--fleetca-ref", default="HEAD",
                         help="git commit of fleetca to run, exported with git archive, or 'worktree' for the "
                              "work tree's src/ as it is (default HEAD)")
@@ -128,14 +130,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _worker_counts(text: str) -> dict[str, int]:
+    """Parse ``--fleetca-workers``: one count for both databases, or ``sqlite=N,postgres=M``."""
+    if text.isdigit():
+        counts = {"sqlite": int(text), "postgres": int(text)}
+    else:
+        counts = {"sqlite": 1, "postgres": 1}
+        for part in text.split(","):
+            database, _, count = part.partition("=")
+            if database.strip() not in counts or not count.strip().isdigit():
+                raise argparse.ArgumentTypeError(f"{part!r} is not sqlite=N or postgres=N")
+            counts[database.strip()] = int(count)
+    if min(counts.values()) < 1:
+        raise argparse.ArgumentTypeError("a worker count must be at least 1")
+    return counts
+
+
 def make_server(name: str, args: argparse.Namespace, workdir: Path, dns_address: str,
                 source: FleetcaSource, label: str | None = None) -> ServerUnderTest:
     if name == "fleetca-sqlite":
-        return FleetcaServer(workdir, dns_address, args.http01_port, source, workers=args.fleetca_workers,
+        return FleetcaServer(workdir, dns_address, args.http01_port, source, workers=args.fleetca_workers["sqlite"],
                              label=label)
     if name == "fleetca-postgres":
         return FleetcaPostgresServer(workdir, dns_address, args.http01_port, source, args.postgres_url,
-                                     workers=args.fleetca_workers, label=label,
+                                     workers=args.fleetca_workers["postgres"], label=label,
                                      round_trip_ms=args.postgres_round_trip_ms)
     if name == "pebble":
         return PebbleServer(workdir, dns_address, args.http01_port)

@@ -275,7 +275,7 @@ class FleetcaServer(ServerUnderTest):
         return None
 
     def version(self) -> str:
-        return self.source.description
+        return f"{self.source.description}, {self.workers} worker{'s' if self.workers > 1 else ''}"
 
     def _command(self, *args: str, profiled: bool = False) -> list[str]:
         if profiled and self.cpu_profile is not None:

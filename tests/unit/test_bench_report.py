@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+from harness import _worker_counts  # noqa: E402
 from pg_statements import query_statement_kinds  # noqa: E402
 from procstat import largest_resident_bytes, resident_bytes  # noqa: E402
 from report import Measurement, combine, comparison_table, memory_table, statements_table, target_lines  # noqa: E402
@@ -172,3 +174,19 @@ def test_statements_table_counts_queries() -> None:
     assert table.splitlines()[0] == "fleetca-postgres: 7.0 SQL statements in 4.0 queries (round trips) per certificate"
     assert "| INSERT used_nonces | 3.0 |" in table
     assert "pebble" not in table
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2", {"sqlite": 2, "postgres": 2}),
+    ("sqlite=1,postgres=2", {"sqlite": 1, "postgres": 2}),
+    ("postgres=3", {"sqlite": 1, "postgres": 3}),
+], ids=["both", "each", "one-named"])
+def test_worker_counts_parsed(text: str, expected: dict[str, int]) -> None:
+    assert _worker_counts(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "mysql=2", "sqlite=two", "sqlite=0"],
+                         ids=["zero", "unknown-database", "not-a-number", "zero-named"])
+def test_worker_counts_rejected(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        _worker_counts(text)
