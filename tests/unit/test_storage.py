@@ -481,6 +481,29 @@ def test_wal_flush_failure_reaches_every_waiter(tmp_path: Path) -> None:
     assert len({id(outcome) for outcome in outcomes}) == 3
 
 
+def test_wal_flush_goes_on_after_unexpected_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _wal_database(tmp_path)
+    real_sync = sql_module.sync_sqlite_wal
+    calls: list[str] = []
+
+    def failing_once(database_path: str) -> None:
+        calls.append(database_path)
+        if len(calls) == 1:
+            raise ValueError("not a flush error")
+        real_sync(database_path)
+
+    monkeypatch.setattr(sql_module, "sync_sqlite_wal", failing_once)
+    syncer = WalSyncer(path)
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError, match="not a flush error"):
+            await asyncio.wait_for(syncer.sync(), 10)
+        await asyncio.wait_for(syncer.sync(), 10)
+
+    asyncio.run(scenario())
+    assert len(calls) == 2
+
+
 def test_wal_flush_after_cancelled_waiter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _wal_database(tmp_path)
     release = threading.Event()

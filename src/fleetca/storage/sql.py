@@ -888,7 +888,7 @@ class WalSyncer:
         self._lock = threading.Lock()
 
     async def sync(self) -> None:
-        """Return once every commit made before the call is on disk; raise the flush's OSError if it failed."""
+        """Return once every commit made before the call is on disk; raise the flush's error if it failed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._waiting().put((loop, future))
@@ -914,10 +914,10 @@ class WalSyncer:
                     batch.append(waiting.get_nowait())
                 except queue.Empty:
                     break
-            error: OSError | None = None
+            error: Exception | None = None
             try:
                 sync_sqlite_wal(self._path)
-            except OSError as exc:
+            except Exception as exc:  # every waiter gets it, and the thread goes on
                 error = exc
             for loop, future in batch:
                 try:
@@ -926,10 +926,13 @@ class WalSyncer:
                     pass  # the waiter's event loop has closed
 
 
-def _settle_flush(future: asyncio.Future[None], error: OSError | None) -> None:
+def _settle_flush(future: asyncio.Future[None], error: Exception | None) -> None:
     if future.done():  # the waiter was cancelled
         return
     if error is None:
         future.set_result(None)
-    else:
+    elif isinstance(error, OSError):
+        # A new exception per waiter, of the same OSError subclass, so that tracebacks do not pile up on one object.
         future.set_exception(OSError(error.errno, error.strerror, error.filename))
+    else:
+        future.set_exception(RuntimeError(f"flushing the write-ahead log failed: {error!r}"))
