@@ -84,7 +84,7 @@ async def new_account(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: U
         raise AcmeProblem("externalAccountRequired",
                           "this CA requires an externalAccountBinding with a key issued by the operator")
 
-    account = Account(id=new_id(), ca_name=ca.name, key_thumbprint=thumbprint, jwk=auth.key.export_public(as_dict=True),
+    account = Account(id=new_id(), ca_name=ca.name, key_thumbprint=thumbprint, jwk=auth.key.export_public(),
                       status="valid", contact=contacts, terms_agreed=terms, eab_key_id=eab_key_id, created_at=now)
     async with ctx.database.transaction_async(durable=False) as repo:
         auth.record_nonce(repo)

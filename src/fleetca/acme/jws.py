@@ -187,6 +187,12 @@ class AccountKey:
             self._public_key = self._jwk.get_op_key("verify")
         return self._public_key
 
+    def jwcrypto_key(self) -> jwk.JWK:
+        """Return the key as a jwcrypto JWK, built from the members when first asked for."""
+        if self._jwk is None:
+            self._jwk = jwk.JWK(**self._members)
+        return self._jwk
+
     def thumbprint(self) -> str:
         """Return the RFC 7638 thumbprint (SHA-256, base64url), the account key's identity."""
         if self._thumbprint is None:
@@ -195,7 +201,7 @@ class AccountKey:
             assert self._thumbprint is not None
         return self._thumbprint
 
-    def export_public(self, as_dict: bool = True) -> dict[str, Any]:
+    def export_public(self) -> dict[str, Any]:
         """Return the key's public JWK members, as jwcrypto's ``JWK.export_public(as_dict=True)`` does."""
         if self._jwk is not None:
             return self._jwk.export_public(as_dict=True)
@@ -258,10 +264,11 @@ def _plain_ec_key(key: dict[str, Any]) -> AccountKey | None:
     coordinates = []
     for member in ("x", "y"):
         text = key[member]
-        if not isinstance(text, str) or not _B64URL.fullmatch(text):
+        # Unpadded base64url of ``size`` bytes has exactly this many characters.
+        if not isinstance(text, str) or len(text) != (size * 4 + 2) // 3 or not _B64URL.fullmatch(text):
             return None
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        if len(raw) != size or b64url_encode(raw) != text:
+        if b64url_encode(raw) != text:
             return None
         coordinates.append(raw)
     try:
@@ -339,9 +346,10 @@ def _public_key(key: AccountKey | jwk.JWK) -> Any:
 
 
 def _jwcrypto_key(key: AccountKey | jwk.JWK) -> jwk.JWK:
-    # The MAC algorithms take a jwcrypto key, and an account key never reaches them.
+    # jwcrypto's algorithm classes take its own key objects. An account key
+    # read by cryptography alone is turned into one here.
     if isinstance(key, AccountKey):
-        raise TypeError("an account key cannot verify a MAC")
+        return key.jwcrypto_key()
     return key
 
 

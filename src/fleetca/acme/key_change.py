@@ -62,7 +62,7 @@ async def key_change(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Ur
         if holder is not None:
             raise AcmeProblem("malformed", "the new key is already in use by an account", status=409,
                               headers={"Location": urls.account(holder.id)})
-        if not repo.update_account_key(account.id, new_thumbprint, new_key.export_public(as_dict=True)):
+        if not repo.update_account_key(account.id, new_thumbprint, new_key.export_public()):
             raise AcmeProblem("malformed", "the new key was taken by another account meanwhile", status=409)
         repo.audit(now, "account.key-changed", ca.name,
                    {"account": account.id, "old_key": old_thumbprint, "new_key": new_thumbprint})
