@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Json
@@ -508,6 +509,7 @@ def test_wal_flush_after_cancelled_waiter(tmp_path: Path, monkeypatch: pytest.Mo
     path = _wal_database(tmp_path)
     release = threading.Event()
     real_sync = sql_module.sync_sqlite_wal
+    loop_errors: list[dict[str, Any]] = []
 
     def held_flush(database_path: str) -> None:
         assert release.wait(10)
@@ -517,16 +519,35 @@ def test_wal_flush_after_cancelled_waiter(tmp_path: Path, monkeypatch: pytest.Mo
     syncer = WalSyncer(path)
 
     async def scenario() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: loop_errors.append(context))
         waiter = asyncio.ensure_future(syncer.sync())
         await asyncio.sleep(0.01)
         waiter.cancel()
         release.set()
         with pytest.raises(asyncio.CancelledError):
             await waiter
-        # The thread settled the cancelled waiter's future without failing and serves the next.
+        # The thread settles the cancelled waiter's future without an error and serves the next.
         await asyncio.wait_for(syncer.sync(), 10)
 
     asyncio.run(scenario())
+    assert loop_errors == []
+
+
+def test_wal_flush_thread_stops_on_close(tmp_path: Path) -> None:
+    syncer = WalSyncer(_wal_database(tmp_path))
+    before = set(threading.enumerate())
+    asyncio.run(asyncio.wait_for(syncer.sync(), 10))
+    threads = [thread for thread in set(threading.enumerate()) - before if thread.name == "fleetca-wal-sync"]
+    assert len(threads) == 1
+
+    syncer.close()
+    for thread in threads:
+        thread.join(10)
+
+    assert not any(thread.is_alive() for thread in threads)
+    # A flush after close starts a thread of its own.
+    asyncio.run(asyncio.wait_for(syncer.sync(), 10))
+    syncer.close()
 
 
 def test_wal_flush_in_forked_process(tmp_path: Path) -> None:
@@ -757,6 +778,26 @@ def test_nonce_checks_account(database: Database, case: str) -> None:
     if raised is None:
         with pytest.raises(NonceReused):  # a second use of the nonce still fails as a replay
             record()
+
+
+@pytest.mark.parametrize("account", [None, ("acct1", "thumb1")], ids=["plain", "with-account-check"])
+def test_used_nonce_row_read_back(database: Database, account: tuple[str, str] | None) -> None:
+    with database.transaction() as repo:
+        repo.add_account(make_account("acct1", "thumb1"))
+    issued = NOW - timedelta(minutes=3)
+
+    with database.transaction(durable=False) as repo:
+        repo.defer_use_nonce("nonce14", issued, NonceReused, account, AccountChanged)
+        repo.add_order(make_order("order14"))
+    with database.engine.connect() as conn:
+        rows = conn.execute(select(used_nonces.c.issued, used_nonces.c.nonce)).all()
+
+    assert [(stored.astimezone(UTC) if stored.tzinfo else stored.replace(tzinfo=UTC), nonce)
+            for stored, nonce in rows] == [(issued, "nonce14")]
+    with database.transaction() as repo:
+        assert repo.prune_used_nonces(issued) == 0
+    with database.transaction() as repo:
+        assert repo.prune_used_nonces(issued + timedelta(microseconds=1)) == 1
 
 
 @pytest.mark.parametrize("status", ["valid", "deactivated"])

@@ -17,12 +17,12 @@ from fleetca.storage.sql import (
     Dialect,
     PostgresSession,
     Session,
+    WalSyncer,
     begin_sqlite_write,
     connector_for,
     dialect_for,
     open_transaction,
     release_after_failure,
-    WalSyncer,
     sqlite_path,
 )
 
@@ -177,6 +177,8 @@ class Database:
         self._durable_pool.dispose()
         self._fast_pool.dispose()
         self._async_pool.dispose()
+        if self.wal_syncer is not None:
+            self.wal_syncer.close()
 
 
 class Reading:

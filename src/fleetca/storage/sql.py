@@ -871,6 +871,9 @@ def sync_sqlite_wal(database_path: str) -> None:
         os.close(descriptor)
 
 
+_Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
 class WalSyncer:
     """A thread that flushes one SQLite database's write-ahead log for the coroutines waiting on it.
 
@@ -883,30 +886,43 @@ class WalSyncer:
 
     def __init__(self, database_path: str) -> None:
         self._path = database_path
-        self._queue: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None = None
-        self._generation = -1
+        # The process generation that started the thread, and the thread's queue.
+        self._started: tuple[int, queue.SimpleQueue[_Waiter | None]] | None = None
         self._lock = threading.Lock()
 
     async def sync(self) -> None:
-        """Return once every commit made before the call is on disk; raise the flush's error if it failed."""
+        """Return once every commit made before the call is on disk.
+
+        If the flush fails, raise an exception of the flush's OSError class,
+        or a RuntimeError for any other error, with the flush's error as its cause.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._waiting().put((loop, future))
         await future
 
-    def _waiting(self) -> queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
-        waiting = self._queue
-        if waiting is not None and self._generation == _process_generation:
-            return waiting
+    def close(self) -> None:
+        """Stop this process's thread once it has served the waiters queued so far."""
         with self._lock:
-            if self._queue is None or self._generation != _process_generation:
-                self._queue = queue.SimpleQueue()
-                self._generation = _process_generation
-                threading.Thread(target=self._flush_forever, args=(self._queue,), name="fleetca-wal-sync",
-                                 daemon=True).start()
-            return self._queue
+            started, self._started = self._started, None
+        if started is not None and started[0] == _process_generation:
+            started[1].put(None)
 
-    def _flush_forever(self, waiting: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    def _waiting(self) -> queue.SimpleQueue[_Waiter | None]:
+        started = self._started
+        if started is not None and started[0] == _process_generation:
+            return started[1]
+        with self._lock:
+            started = self._started
+            if started is None or started[0] != _process_generation:
+                waiting: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
+                # Started before it is recorded, so a thread that fails to start is tried again next time.
+                threading.Thread(target=self._flush_forever, args=(waiting,), name="fleetca-wal-sync",
+                                 daemon=True).start()
+                started = self._started = (_process_generation, waiting)
+            return started[1]
+
+    def _flush_forever(self, waiting: queue.SimpleQueue[_Waiter | None]) -> None:
         while True:
             batch = [waiting.get()]
             while True:
@@ -914,16 +930,20 @@ class WalSyncer:
                     batch.append(waiting.get_nowait())
                 except queue.Empty:
                     break
-            error: Exception | None = None
-            try:
-                sync_sqlite_wal(self._path)
-            except Exception as exc:  # every waiter gets it, and the thread goes on
-                error = exc
-            for loop, future in batch:
+            waiters = [waiter for waiter in batch if waiter is not None]
+            if waiters:
+                error: Exception | None = None
                 try:
-                    loop.call_soon_threadsafe(_settle_flush, future, error)
-                except RuntimeError:
-                    pass  # the waiter's event loop has closed
+                    sync_sqlite_wal(self._path)
+                except Exception as exc:  # every waiter gets it, and the thread goes on
+                    error = exc
+                for loop, future in waiters:
+                    try:
+                        loop.call_soon_threadsafe(_settle_flush, future, error)
+                    except RuntimeError:
+                        pass  # the waiter's event loop has closed
+            if len(waiters) < len(batch):  # close() queued its stop mark
+                return
 
 
 def _settle_flush(future: asyncio.Future[None], error: Exception | None) -> None:
@@ -931,8 +951,11 @@ def _settle_flush(future: asyncio.Future[None], error: Exception | None) -> None
         return
     if error is None:
         future.set_result(None)
-    elif isinstance(error, OSError):
-        # A new exception per waiter, of the same OSError subclass, so that tracebacks do not pile up on one object.
-        future.set_exception(OSError(error.errno, error.strerror, error.filename))
+        return
+    # A new exception per waiter, so that the waiters' tracebacks do not pile up on one object.
+    if isinstance(error, OSError):
+        failure: Exception = OSError(error.errno, error.strerror, error.filename, None, error.filename2)
     else:
-        future.set_exception(RuntimeError(f"flushing the write-ahead log failed: {error!r}"))
+        failure = RuntimeError(f"flushing the write-ahead log failed: {error!r}")
+    failure.__cause__ = error
+    future.set_exception(failure)
