@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import ipaddress
+
+import pytest
 
 from fleetca.acme.identifiers import ip_address, parse_identifiers
 from fleetca.acme.problems import AcmeProblem

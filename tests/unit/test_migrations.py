@@ -1,4 +1,4 @@
-"""The Alembic migrations build exactly the schema that tables.py declares, on SQLite and on PostgreSQL."""
+"""The Alembic migrations build exactly the schema that tables.py declares, and keep the rows they move, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import select, text
+import pytest
+from sqlalchemy import text
 
-from fleetca.storage.database import MIGRATIONS_DIR, make_engine, migrate, sqlite_url
-from fleetca.storage.tables import metadata, used_nonces
+from fleetca.acme.nonces import DEFAULT_LIFETIME, NonceService
+from fleetca.acme.problems import AcmeProblem
+from fleetca.clock import ManualClock
+from fleetca.storage.database import MIGRATIONS_DIR, Database, make_engine, migrate, sqlite_url
+from fleetca.storage.tables import metadata
 from tests.support.databases import drop_postgres_database, new_database_url
 
 
@@ -31,41 +35,46 @@ def test_migrations_match_tables(tmp_path: Path) -> None:
     assert differences == []
 
 
-def test_used_nonces_keep_their_rows(tmp_path: Path) -> None:
+def test_nonce_used_before_upgrade_stays_used(tmp_path: Path) -> None:
     url = new_database_url() or sqlite_url(tmp_path / "nonces.db")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, "0004")
-    engine = make_engine(url)
-    expires = [datetime(2026, 12, 5, 0, 30, 5, tzinfo=UTC), datetime(2026, 12, 5, 14, 0, 0, 250000, tzinfo=UTC)]
+    database = Database(url)
+    clock = ManualClock()
+    nonces = NonceService(database)
+    used, fresh = nonces.issue(clock.now()), nonces.issue(clock.now())
+    issued = nonces.check(used, clock.now())
     try:
-        with engine.begin() as conn:
-            for n, moment in enumerate(expires):
-                conn.execute(text("INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :expires)"),
-                             {"nonce": f"nonce{n}", "expires": moment})
+        # The row that fleetca wrote for a used nonce before migration 0005: the nonce and its expiry.
+        with database.engine.begin() as conn:
+            conn.execute(text("INSERT INTO used_nonces (nonce, expires) VALUES (:nonce, :expires)"),
+                         {"nonce": used, "expires": _stored(url, issued + DEFAULT_LIFETIME)})
 
         command.upgrade(config, "head")
-        with engine.connect() as conn:
-            issued = conn.execute(select(used_nonces.c.nonce, used_nonces.c.issued)
-                                  .order_by(used_nonces.c.nonce)).all()
+        with database.engine.connect() as conn:
+            upgraded = conn.execute(text("SELECT nonce, issued FROM used_nonces")).all()
+        with pytest.raises(AcmeProblem) as caught:
+            nonces.consume(used, clock.now())
+        nonces.consume(fresh, clock.now())
+        database.dispose()
         command.downgrade(config, "0004")
-        with engine.connect() as conn:
-            restored = conn.execute(text("SELECT nonce, expires FROM used_nonces ORDER BY nonce")).all()
+        with database.engine.connect() as conn:
+            downgraded = dict(conn.execute(text("SELECT nonce, expires FROM used_nonces")).all())
     finally:
-        engine.dispose()
+        database.dispose()
         if url.startswith("postgresql"):
             drop_postgres_database(url)
 
-    assert [(nonce, _utc(moment)) for nonce, moment in issued] == [
-        ("nonce0", datetime(2026, 12, 4, 23, 30, 5, tzinfo=UTC)),
-        ("nonce1", datetime(2026, 12, 5, 13, 0, 0, 250000, tzinfo=UTC)),
-    ]
-    assert [(nonce, _utc(moment)) for nonce, moment in restored] == [("nonce0", expires[0]), ("nonce1", expires[1])]
+    assert upgraded == [(used, _stored(url, issued))]
+    assert caught.value.type == "badNonce"
+    assert downgraded == {used: _stored(url, issued + DEFAULT_LIFETIME),
+                          fresh: _stored(url, nonces.check(fresh, clock.now()) + DEFAULT_LIFETIME)}
 
 
-def _utc(moment: datetime | str) -> datetime:
-    # SQLAlchemy reads SQLite's text as a naive datetime, and a raw SQLite query returns the text.
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def _stored(url: str, moment: datetime) -> datetime | str:
+    """Return ``moment`` as a raw query reads it back: fleetca's text on SQLite, a datetime on PostgreSQL."""
+    if url.startswith("sqlite"):
+        return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return moment

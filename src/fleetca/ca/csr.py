@@ -8,7 +8,6 @@ identifiers, so they never reach a certificate.
 
 from __future__ import annotations
 
-
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 

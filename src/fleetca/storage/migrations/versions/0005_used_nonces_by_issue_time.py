@@ -8,6 +8,7 @@ Revises: 0004
 Create Date: 2026-12-05 14:30:00.000000
 
 """
+from datetime import UTC, datetime, timedelta
 from typing import Sequence, Union
 
 import sqlalchemy as sa
@@ -18,28 +19,41 @@ down_revision: Union[str, Sequence[str], None] = '0004'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-# SQLite stores a time as text such as "2026-12-05 14:30:00.000000". strftime
-# shifts the whole seconds, and the fraction from character 20 on is kept.
-_SQLITE_SHIFTED = "strftime('%Y-%m-%d %H:%M:%S', {column}, '{shift}') || substr({column}, 20)"
+BATCH_ROWS = 10_000
 
 
-def _shifted(column: str, hours: int) -> str:
-    if op.get_bind().dialect.name == 'sqlite':
-        return _SQLITE_SHIFTED.format(column=column, shift=f'{hours:+d} hours')
-    return f"{column} + interval '{hours} hours'"
-
-
-def _keep_rows(select_sql: str) -> None:
+def _keep_rows(column: str, hours: int) -> None:
+    """Copy each used nonce into ``used_nonces_kept`` with ``column`` moved by ``hours``, then drop the table."""
     op.create_table('used_nonces_kept',
                     sa.Column('nonce', sa.String(length=64), nullable=False),
                     sa.Column('moment', sa.DateTime(timezone=True), nullable=False))
-    op.execute(f"INSERT INTO used_nonces_kept (nonce, moment) {select_sql}")
+    bind = op.get_bind()
+    if bind.dialect.name == 'sqlite':
+        # SQLite keeps times as text, so the shift is done here and written as fleetca writes them.
+        rows = bind.execute(sa.text(f"SELECT nonce, {column} FROM used_nonces"))
+        for batch in rows.partitions(BATCH_ROWS):
+            bind.execute(sa.text("INSERT INTO used_nonces_kept (nonce, moment) VALUES (:nonce, :moment)"),
+                         [{"nonce": nonce, "moment": _sqlite_text(_utc(value) + timedelta(hours=hours))}
+                          for nonce, value in batch])
+    else:
+        op.execute(f"INSERT INTO used_nonces_kept (nonce, moment) "
+                   f"SELECT nonce, {column} + interval '{hours} hours' FROM used_nonces")
     op.drop_table('used_nonces')
+
+
+def _utc(value: str | datetime) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _sqlite_text(moment: datetime) -> str:
+    # The form of fleetca's own SQLite writes: UTC, no offset, six fraction digits.
+    return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def upgrade() -> None:
     """Upgrade schema."""
-    _keep_rows(f"SELECT nonce, {_shifted('expires', -1)} FROM used_nonces")
+    _keep_rows('expires', -1)
     op.create_table('used_nonces',
                     sa.Column('issued', sa.DateTime(timezone=True), nullable=False),
                     sa.Column('nonce', sa.String(length=64), nullable=False),
@@ -51,7 +65,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Downgrade schema."""
-    _keep_rows(f"SELECT nonce, {_shifted('issued', 1)} FROM used_nonces")
+    _keep_rows('issued', 1)
     op.create_table('used_nonces',
                     sa.Column('nonce', sa.String(length=64), nullable=False),
                     sa.Column('expires', sa.DateTime(timezone=True), nullable=False),
