@@ -149,9 +149,9 @@ def analyze_after_load(database_url: str) -> bool:
     """Run ANALYZE where PostgreSQL's autovacuum is off; return whether it ran.
 
     With autovacuum on, PostgreSQL analyzes a table soon after a bulk load.
-    Without statistics, the planner guessed that a third of a million
-    certificates matched the CRL publisher's search for recent revocations,
-    and read the whole table on every run of it.
+    Without statistics, the planner estimated that 242,427 of the million
+    certificates matched the CRL publisher's search for recent revocations
+    (none did), and read the whole table for it, 0.8 s each time.
     """
     import psycopg
 
