@@ -7,7 +7,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -412,21 +412,30 @@ def test_sqlite_writer_waits_without_blocking_loop(tmp_path: Path) -> None:
     assert found
 
 
+def _in_forked_child(run: Callable[[], bytes]) -> bytes:
+    """Run ``run`` in a forked child process and return what it returned."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            answer = run()
+        except BaseException as exc:
+            answer = type(exc).__name__.encode()
+        os.write(write_end, answer)
+        os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 64)
+    os.waitpid(child, 0)
+    os.close(read_end)
+    return answer
+
+
 def test_pool_after_fork_opens_new_connections(tmp_path: Path) -> None:
     pool = ConnectionPool(connector_for(sqlite_url(tmp_path / "fork.db"), durable=False))
     inherited = pool.acquire()
     pool.release(inherited)
-    read_end, write_end = os.pipe()
 
-    child = os.fork()
-    if child == 0:
-        reused = pool.acquire() is inherited
-        os.write(write_end, b"reused" if reused else b"new")
-        os._exit(0)
-    os.close(write_end)
-    answer = os.read(read_end, 16)
-    os.waitpid(child, 0)
-    os.close(read_end)
+    answer = _in_forked_child(lambda: b"reused" if pool.acquire() is inherited else b"new")
 
     assert answer == b"new"
     # The parent keeps its own idle connection.
@@ -553,23 +562,13 @@ def test_wal_flush_thread_stops_on_close(tmp_path: Path) -> None:
 def test_wal_flush_in_forked_process(tmp_path: Path) -> None:
     syncer = WalSyncer(_wal_database(tmp_path))
     asyncio.run(asyncio.wait_for(syncer.sync(), 10))
-    read_end, write_end = os.pipe()
 
-    child = os.fork()
-    if child == 0:
-        try:
-            asyncio.run(asyncio.wait_for(syncer.sync(), 5))
-            answer = b"flushed"
-        except BaseException as exc:  # the parent's thread does not exist here
-            answer = type(exc).__name__.encode()
-        os.write(write_end, answer)
-        os._exit(0)
-    os.close(write_end)
-    answer = os.read(read_end, 64)
-    os.waitpid(child, 0)
-    os.close(read_end)
+    def flush_in_child() -> bytes:
+        # A wait on the parent's thread, which does not exist here, would time out.
+        asyncio.run(asyncio.wait_for(syncer.sync(), 5))
+        return b"flushed"
 
-    assert answer == b"flushed"
+    assert _in_forked_child(flush_in_child) == b"flushed"
     asyncio.run(asyncio.wait_for(syncer.sync(), 10))
 
 
