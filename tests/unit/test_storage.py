@@ -22,6 +22,7 @@ from fleetca.domain import Account, Authorization, Challenge, Identifier, Issued
 from fleetca.settings import load_settings
 from fleetca.storage.database import Database, migrate, sqlite_url
 from fleetca.storage import repository as repository_module
+from fleetca.storage.repository import Repository
 from fleetca.storage import sql as sql_module
 from fleetca.storage.sql import (ConnectionPool, PostgresLiterals, PostgresSession, Statement, WalSyncer, connector_for,
                                  insert_into)
@@ -443,7 +444,7 @@ def test_pool_after_fork_opens_new_connections(tmp_path: Path) -> None:
 
 
 def _wal_database(tmp_path: Path) -> str:
-    """Create the write-ahead log file of a database path; return the database's path."""
+    """Create the write-ahead log file of a database path, and return the database's path."""
     path = tmp_path / "wal.db"
     Path(f"{path}-wal").write_bytes(b"\0" * 4096)
     return str(path)
@@ -846,6 +847,18 @@ class RecordingCursor(CountingCursor):
         return super().execute(*args, **kwargs)
 
 
+def queries_sent(database: Database, body: Callable[[Repository, int], None], transactions: int = 2) -> list[list[str]]:
+    """Run ``body(repo, n)`` in ``transactions`` write transactions, and return the query texts that each sent."""
+    sent: list[list[str]] = []
+    for n in range(transactions):
+        with database.transaction(durable=False) as repo:
+            recording = RecordingCursor(repo.session.cursor)
+            repo.session.cursor = recording
+            body(repo, n)
+        sent.append(recording.texts)
+    return sent
+
+
 def repository_statements() -> list[Statement]:
     """The repository's statements: those built at import, and those its caches built since."""
     found = []
@@ -885,15 +898,13 @@ def test_queued_statements_run_prepared(database: Database) -> None:
     require_prepared_statements(database)
     with database.transaction() as repo:
         repo.add_account(make_account())
-    sent: list[list[str]] = []
-    for n in range(2):
-        with database.transaction(durable=False) as repo:
-            recording = RecordingCursor(repo.session.cursor)
-            repo.session.cursor = recording
-            repo.defer_use_nonce(f"nonce14-{n}", NOW, NonceReused)
-            repo.add_order(make_order(f"order14-{n}"))
-            assert repo.get_account("acct1") is not None
-        sent.append(recording.texts)
+
+    def nonce_order_and_read(repo: Repository, n: int) -> None:
+        repo.defer_use_nonce(f"nonce14-{n}", NOW, NonceReused)
+        repo.add_order(make_order(f"order14-{n}"))
+        assert repo.get_account("acct1") is not None
+
+    sent = queries_sent(database, nonce_order_and_read)
 
     # Every statement was first used on this connection while no transaction
     # was open, so the statements run prepared from the first time on.
@@ -924,15 +935,13 @@ def test_statement_first_used_in_transaction_prepared_later(database: Database) 
     require_prepared_statements(database)
     with database.transaction() as repo:
         repo.add_account(make_account())
-    sent: list[list[str]] = []
-    for n in range(2):
-        with database.transaction(durable=False) as repo:
-            recording = RecordingCursor(repo.session.cursor)
-            repo.session.cursor = recording
-            assert repo.get_account("acct1") is not None
-            # The audit INSERT only ever follows BEGIN and another statement.
-            repo.audit(NOW, f"test.event{n}", "default", {"n": n})
-        sent.append(recording.texts)
+
+    def read_then_audit(repo: Repository, n: int) -> None:
+        assert repo.get_account("acct1") is not None
+        # The audit INSERT only ever follows BEGIN and another statement.
+        repo.audit(NOW, f"test.event{n}", "default", {"n": n})
+
+    sent = queries_sent(database, read_then_audit)
     with database.read() as repo:
         events = [event["event"] for event in repo.audit_events()]
 
