@@ -181,7 +181,7 @@ class AccountKey:
         self._thumbprint: str | None = None
 
     def verifying_key(self) -> Any:
-        """Return the cryptography public key; ValueError if jwcrypto read a point that is not on its curve."""
+        """Return the cryptography public key. Raise ValueError if jwcrypto read a point that is not on its curve."""
         if self._public_key is None:
             assert self._jwk is not None
             self._public_key = self._jwk.get_op_key("verify")

@@ -120,10 +120,10 @@ class Database:
         retries BEGIN IMMEDIATE after yielding to the event loop, where the
         synchronous busy timeout would sleep the whole process. Its commit skips
         the fsync and releases the lock at once; when ``durable``, the
-        write-ahead log is then synced in a thread (:class:`WalSyncer`). On PostgreSQL the event
-        loop waits for a durable COMMIT as for any socket
-        (:meth:`PostgresSession.commit_async`). ``durable`` has the meaning it has in
-        :meth:`transaction`.
+        write-ahead log is then synced in a thread (:class:`WalSyncer`). On
+        PostgreSQL the event loop waits for a durable COMMIT as for any socket
+        (:meth:`PostgresSession.commit_async`). ``durable`` has the meaning it
+        has in :meth:`transaction`.
 
         A caller whose body runs one statement, or several that need not be
         atomic, can pass ``single_statement=True`` with ``durable=False``.

@@ -916,7 +916,7 @@ class WalSyncer:
             started = self._started
             if started is None or started[0] != _process_generation:
                 waiting: queue.SimpleQueue[_Waiter | None] = queue.SimpleQueue()
-                # Started before it is recorded, so a thread that fails to start is tried again next time.
+                # The thread starts before it is recorded, so one that fails to start is tried again on the next flush.
                 threading.Thread(target=self._flush_forever, args=(waiting,), name="fleetca-wal-sync",
                                  daemon=True).start()
                 started = self._started = (_process_generation, waiting)
@@ -935,7 +935,7 @@ class WalSyncer:
                 error: Exception | None = None
                 try:
                     sync_sqlite_wal(self._path)
-                except Exception as exc:  # every waiter gets it, and the thread goes on
+                except Exception as exc:  # every waiter receives it, and the thread keeps running
                     error = exc
                 for loop, future in waiters:
                     try:
