@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -26,10 +28,108 @@ class JsonFormatter(logging.Formatter):
                 entry.update(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        return _json_line(entry)
+
+
+def _json_line(entry: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson rejects integers beyond 64 bits
+        return json.dumps(entry, default=str)
+
+
+class _MillisecondClock:
+    """The current UTC time in JsonFormatter's form, with the date and second formatted once per second.
+
+    ``datetime.fromtimestamp(...).isoformat()`` cost 2.7 µs per line, against
+    about 0.5 µs this way. The milliseconds are truncated, as ``isoformat``
+    truncates them.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._prefix}.{nanoseconds // 1_000_000:03d}+00:00"
+
+
+class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler that :func:`configure_logging` installs: JSON lines on a stream."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.setFormatter(JsonFormatter())
+        self._clock = _MillisecondClock()
+
+    def write_info_event(self, logger_name: str, message: str, event: dict[str, Any]) -> None:
+        """Write the line that ``logger.info(message, extra={"event": event})`` would, without a LogRecord."""
+        entry = {
+            "time": self._clock.now(),
+            "level": "info",
+            "logger": logger_name,
+            "message": message,
+        }
+        entry.update(event)
+        line = _json_line(entry)
+        self.acquire()
         try:
-            return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-        except TypeError:  # orjson rejects integers beyond 64 bits
-            return json.dumps(entry, default=str)
+            self.stream.write(line + self.terminator)
+            self.flush()
+        except Exception:
+            # Report on stderr and go on, as Handler.handleError does for any record.
+            self.handleError(logging.makeLogRecord({"name": logger_name, "msg": message}))
+        finally:
+            self.release()
+
+
+def log_info_event(logger: logging.Logger, message: str, event: dict[str, Any]) -> None:
+    """Log ``event`` at INFO, as ``logger.info(message, extra={"event": event})`` does.
+
+    The request log calls this once per request. Where the one handler on the
+    logger's way to the root is the one :func:`configure_logging` installed,
+    and nothing has filters, the line is written directly. That costs 5.5 to
+    7.8 µs of CPU against 14 to 18 µs through ``Logger.info``, which builds a
+    LogRecord and formats it in more steps (100,000 lines to a file, four
+    runs). Any other setup, such as a test's capturing handler, gets the
+    record through ``Logger.info``.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _only_json_handler(logger)
+    if handler is None:
+        logger.info(message, extra={"event": event})
+    else:
+        handler.write_info_event(logger.name, message, event)
+
+
+def _only_json_handler(logger: logging.Logger) -> JsonLinesHandler | None:
+    """Return the handler that alone receives ``logger``'s INFO records, if it is a JsonLinesHandler without filters.
+
+    Filters on the parents are checked too, although the logging module
+    applies only the first logger's, so the check errs towards ``Logger.info``.
+    """
+    if logger.disabled:
+        return None
+    found: JsonLinesHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if found is not None or type(handler) is not JsonLinesHandler or handler.filters:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if found is None or found.level > logging.INFO:
+        return None
+    return found
 
 
 def configure_logging(level: str = "info") -> None:
@@ -41,8 +141,7 @@ def configure_logging(level: str = "info") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler = JsonLinesHandler(sys.stderr)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -24,6 +24,7 @@ from fleetca.acme.problems import AcmeProblem, malformed, method_not_allowed, no
 from fleetca.acme.urls import Urls
 from fleetca.ca.registry import IssuingCa
 from fleetca.domain import Account
+from fleetca.logs import log_info_event
 from fleetca.storage.repository import Repository
 
 JOSE_CONTENT_TYPE = "application/jose+json"
@@ -301,14 +302,14 @@ def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                     response = problem_response(used_nonce())
 
         add_common_headers(response, ctx, urls.directory if ca_name in ctx.cas else None)
-        request_log.info("request", extra={"event": {
+        log_info_event(request_log, "request", {
             "method": request.method,
             "path": request.scope["path"],
             "status": response.status_code,
             "account": request.state.account_id,
             "problem": problem_type,
             "ms": round((time.perf_counter() - started) * 1000, 2),
-        }})
+        })
         return response
 
     endpoint.__name__ = handler.__name__

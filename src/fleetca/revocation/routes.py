@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from fleetca.logs import log_info_event
 from fleetca.revocation.responder import OcspAnswer
 from fleetca.revocation.service import RevocationService
 from fleetca.settings import MAX_CRL_SHARDS
@@ -48,9 +49,9 @@ def _logged(endpoint: Endpoint) -> Endpoint:
     async def wrapper(request: Request) -> Response:
         started = time.perf_counter()
         response = await endpoint(request)
-        request_log.info("request", extra={"event": {
+        log_info_event(request_log, "request", {
             "method": request.method, "path": request.url.path, "status": response.status_code,
-            "ms": round((time.perf_counter() - started) * 1000, 2)}})
+            "ms": round((time.perf_counter() - started) * 1000, 2)})
         return response
 
     wrapper.__name__ = endpoint.__name__
