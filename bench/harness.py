@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -74,6 +76,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"comma-separated servers to run, in order (default {','.join(ALL_SERVERS)})")
     parser.add_argument("--time-limit", type=float, default=600,
                         help="seconds after which no new flow starts, per server and phase (default 600)")
+    parser.add_argument("--rerun-failed", type=int, default=1, metavar="N",
+                        help="run a server's round again, up to N times, when some of its flows failed; the "
+                             "report lists each such round and leaves it out of the results (default 1)")
     parser.add_argument("--quiet-wait", type=float, default=60,
                         help="seconds to wait, before each server, for 5 quiet seconds in a row in which other "
                              "processes use under 10%% of a core (default 60)")
@@ -123,6 +128,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"unknown server(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL_SERVERS)}")
     if args.count < 1 or args.concurrency < 1 or args.rounds < 1:
         parser.error("--count, --concurrency and --rounds must be at least 1")
+    if args.rerun_failed < 0:
+        parser.error("--rerun-failed must be 0 or more")
     if args.warmup is None:
         args.warmup = args.concurrency
     if args.compare_ref is not None and args.compare_ref == args.fleetca_ref:
@@ -301,7 +308,7 @@ def machine_description() -> str:
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
-async def run(args: argparse.Namespace) -> list[Measurement]:
+async def run(args: argparse.Namespace) -> tuple[list[Measurement], list[tuple[int, Measurement]]]:
     needed = ["pebble-challtestsrv"] + [p for s, p in (("pebble", "pebble"), ("caddy", "caddy"),
                                                        ("caddy", "unshare")) if s in args.servers]
     missing = missing_programs(needed)
@@ -321,40 +328,74 @@ async def run(args: argparse.Namespace) -> list[Measurement]:
     dns = DnsServer(workdir, args.dns_port)
     responder = Http01Responder(LOOPBACK, args.http01_port)
     measurements: list[Measurement] = []
+    rerun: list[tuple[int, Measurement]] = []
     completed = False
     try:
         await dns.wait_ready()
         await responder.start()
         for round_number in range(1, args.rounds + 1):
             for name, server_source, label in runs_of_round(args.servers, round_number, source, compared):
-                server = make_server(name, args, workdir / f"round{round_number}", dns.address, server_source,
-                                     label)
-                name = server.name
-                if args.profile and isinstance(server, FleetcaServer):
-                    server.profile_cpu(args.profile.resolve() / f"{name}.round{round_number}.cpu.txt")
-                if args.pg_statements and isinstance(server, FleetcaPostgresServer):
-                    server.log_statements()
-                try:
-                    measurement = await measure(server, args, dns, responder)
-                finally:
-                    server.stop()
-                    server.cleanup()
+                attempt = functools.partial(run_server, args, workdir, dns, responder, name, server_source, label,
+                                            round_number)
+                measurement, failed_attempts = await measure_round(attempt, args.rerun_failed)
                 measurements.append(measurement)
-                log.info("%s, round %d: %d issued, %d failed, %.1f certificates/s, %.1f ms CPU per certificate "
-                         "(1-minute load average before the run: %.2f)", name, round_number, measurement.issued,
-                         measurement.failed, measurement.certificates_per_second,
-                         measurement.cpu_ms_per_certificate(), measurement.load_average)
-                for error in measurement.errors[:5]:
-                    log.warning("%s: %s", name, error)
+                rerun.extend((round_number, failed) for failed in failed_attempts)
         completed = True
     finally:
         await responder.stop()
         dns.stop()
-        if args.keep or not completed or any(m.errors for m in measurements):
+        if args.keep or not completed or any(m.errors for m in measurements) or rerun:
             log.info("logs kept in %s", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    return measurements
+    return measurements, rerun
+
+
+async def run_server(args: argparse.Namespace, workdir: Path, dns: DnsServer, responder: Http01Responder,
+                     name: str, source: FleetcaSource, label: str | None, round_number: int,
+                     attempt: int) -> Measurement:
+    """Start one server fresh, measure its timed flows, and stop it.
+
+    ``attempt`` is 0 for a round's first run and counts the runs after it.
+    """
+    again = f"-again{attempt}" if attempt else ""
+    server = make_server(name, args, workdir / f"round{round_number}{again}", dns.address, source, label)
+    if args.profile and isinstance(server, FleetcaServer):
+        server.profile_cpu(args.profile.resolve() / f"{server.name}.round{round_number}{again}.cpu.txt")
+    if args.pg_statements and isinstance(server, FleetcaPostgresServer):
+        server.log_statements()
+    try:
+        result = await measure(server, args, dns, responder)
+    finally:
+        server.stop()
+        server.cleanup()
+    log.info("%s, round %d: %d issued, %d failed, %.1f certificates/s, %.1f ms CPU per certificate "
+             "(1-minute load average before the run: %.2f)", result.server, round_number, result.issued,
+             result.failed, result.certificates_per_second, result.cpu_ms_per_certificate(), result.load_average)
+    for error in result.errors[:5]:
+        log.warning("%s: %s", result.server, error)
+    return result
+
+
+async def measure_round(attempt: Callable[[int], Awaitable[Measurement]],
+                        reruns: int) -> tuple[Measurement, list[Measurement]]:
+    """Measure one server's round, and again up to ``reruns`` times while flows fail.
+
+    Return the last attempt and the failed ones before it. Pebble 2.4.0
+    sent no response for 30 seconds in one round of several benchmark runs
+    (docs/performance.md lists them), and such a round's rate and CPU per
+    certificate would decide the ratios. Each attempt starts a fresh server.
+    """
+    failed: list[Measurement] = []
+    number = 0
+    while True:
+        result = await attempt(number)
+        if not result.failed or number >= reruns:
+            return result, failed
+        failed.append(result)
+        log.warning("%s: %d flows failed; running the round again with a fresh server", result.server,
+                    result.failed)
+        number += 1
 
 
 def runs_of_round(servers: list[str], round_number: int, source: FleetcaSource,
@@ -379,7 +420,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    rounds = asyncio.run(run(args))
+    rounds, rerun = asyncio.run(run(args))
     names = list(dict.fromkeys(r.server for r in rounds))
     measurements = [combine([r for r in rounds if r.server == name]) for name in names]
 
@@ -390,6 +431,9 @@ def main(argv: list[str]) -> int:
           f"flows, {args.rounds} round(s)")
     for m in measurements:
         print(f"  {m.server}: {m.version}; highest 1-minute load average before a round: {m.load_average:.2f}")
+    for round_number, failed in rerun:
+        print(f"  {failed.server}, round {round_number}: {failed.failed} flows failed and {failed.issued} issued, "
+              f"so the round was run again; it is left out below")
     print()
     print(results_table(measurements))
     print()
@@ -408,6 +452,8 @@ def main(argv: list[str]) -> int:
     if args.json:
         args.json.write_text(json.dumps({"command": ["bench/run", *argv], "machine": machine_description(),
                                          "started": started, "rounds": [m.to_json() for m in rounds],
+                                         "rounds_run_again": [{"round": number, **failed.to_json()}
+                                                              for number, failed in rerun],
                                          "pooled": [m.to_json() for m in measurements]},
                                         indent=2))
     return 1 if any(m.errors for m in measurements) else 0

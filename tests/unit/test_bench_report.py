@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -190,3 +191,27 @@ def test_worker_counts_parsed(text: str, expected: dict[str, int]) -> None:
 def test_worker_counts_rejected(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         _worker_counts(text)
+
+
+@pytest.mark.parametrize("failures, reruns, attempts, failed_kept", [
+    ([0], 1, 1, 0),
+    ([32, 0], 1, 2, 1),
+    ([32, 5], 1, 2, 1),
+    ([32, 7, 0], 2, 3, 2),
+    ([32], 0, 1, 0),
+], ids=["no-failure", "failure-then-success", "failure-twice", "two-reruns", "reruns-off"])
+def test_round_run_again_after_failures(failures: list[int], reruns: int, attempts: int, failed_kept: int) -> None:
+    import asyncio
+
+    from harness import measure_round
+
+    calls: list[int] = []
+
+    async def attempt(number: int) -> Measurement:
+        calls.append(number)
+        return replace(measurement("pebble", issued=300 - failures[number]), failed=failures[number])
+
+    result, failed = asyncio.run(measure_round(attempt, reruns))
+    assert calls == list(range(attempts))
+    assert result.failed == failures[attempts - 1]
+    assert [m.failed for m in failed] == failures[:failed_kept]
