@@ -42,7 +42,7 @@ class _MillisecondClock:
     """The current UTC time in JsonFormatter's form, with the date and second formatted once per second.
 
     ``datetime.fromtimestamp(...).isoformat()`` cost 2.7 µs per line, against
-    about 0.5 µs this way. The milliseconds are truncated, as ``isoformat``
+    about 1.1 µs this way (100,000 calls). The milliseconds are truncated, as ``isoformat``
     truncates them.
     """
 
