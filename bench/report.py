@@ -159,7 +159,7 @@ def memory_table(rounds: list[Measurement]) -> str:
     """Tabulate each round's server memory over its timed flows, its growth in the second half, and CPU drift.
 
     The CPU columns compare the server's CPU per certificate in the first and
-    the last tenth of the samples, to show a cost that grows with the run.
+    the last tenth of the flows (at least), to show a cost that grows with the run.
     """
     lines = ["| server | flows | samples | MiB after the first sample | MiB at the end | peak MiB "
              "| MiB per 10,000 flows, second half | CPU ms/cert, first tenth | CPU ms/cert, last tenth |",
@@ -170,9 +170,14 @@ def memory_table(rounds: list[Measurement]) -> str:
             continue
         half = [(s[0], s[1]) for s in samples if s[0] >= samples[-1][0] / 2]
         slope = _slope(half) * 10_000 if len(half) >= 2 else float("nan")
-        tenth = len(samples) // 10
-        first = _cpu_ms_per_flow(samples[0], samples[tenth])
-        last = _cpu_ms_per_flow(samples[-1 - tenth], samples[-1])
+        # The tenths count flows, not samples: the last sample, taken when the
+        # flows end, can follow the one before it by a fraction of a second,
+        # too short for the CPU time's 10 ms ticks.
+        tenth = (samples[-1][0] - samples[0][0]) / 10
+        first_end = next(s for s in samples if s[0] >= samples[0][0] + tenth)
+        last_start = next(s for s in reversed(samples) if s[0] <= samples[-1][0] - tenth)
+        first = _cpu_ms_per_flow(samples[0], first_end)
+        last = _cpu_ms_per_flow(last_start, samples[-1])
         lines.append(f"| {m.server} | {samples[-1][0]} | {len(samples)} | {samples[0][1]:.1f} | {samples[-1][1]:.1f} "
                      f"| {max(s[1] for s in samples):.1f} | {slope:+.2f} | {first:.2f} | {last:.2f} |")
     return "\n".join(lines) if len(lines) > 2 else "(too few memory samples: lower --memory-every or raise --count)"

@@ -96,6 +96,15 @@ def test_memory_table_cpu_drift() -> None:
     assert row[8].rstrip(" |") == "4.00"
 
 
+def test_memory_table_short_last_interval() -> None:
+    # The final sample comes 30 flows after the one before it, with the CPU
+    # read in 10 ms ticks: 0.04 s for those 30 flows would read as 1.33 ms each.
+    samples = [(n * 1000, 100.0, n * 2.0) for n in range(1, 15)] + [(14_030, 100.0, 28.04)]
+    row = memory_table([measurement("fleetca-sqlite", memory=samples)]).splitlines()[2].split(" | ")
+    assert row[7] == "2.00"
+    assert row[8].rstrip(" |") == "1.99"  # 4.04 s over the last 2,030 flows
+
+
 def test_memory_table_too_few_samples() -> None:
     samples = [(n * 1000, 100.0, n * 2.0) for n in range(1, 5)]
     assert memory_table([measurement("caddy", memory=samples)]).startswith("(too few memory samples")
