@@ -77,7 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--time-limit", type=float, default=600,
                         help="seconds after which no new flow starts, per server and phase (default 600)")
     parser.add_argument("--rerun-failed", type=int, default=1, metavar="N",
-                        help="run a server's round again, up to N times, when some of its flows failed; the "
+                        help="run a server's round again, up to N times, when some of its flows failed. The "
                              "report lists each such round and leaves it out of the results (default 1)")
     parser.add_argument("--quiet-wait", type=float, default=60,
                         help="seconds to wait, before each server, for 5 quiet seconds in a row in which other "

@@ -46,14 +46,15 @@ def _lines(logger: logging.Logger) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
+def _no_record(*args, **kwargs):
+    raise AssertionError("the direct write built a LogRecord")
+
+
 @pytest.mark.parametrize("event", list(EVENTS.values()), ids=list(EVENTS))
 def test_direct_line_equals_logging_line(logger, monkeypatch, event):
     logger.info("request", extra={"event": event})
 
-    def no_record(*args, **kwargs):
-        raise AssertionError("the direct write built a LogRecord")
-
-    monkeypatch.setattr(logging.Logger, "makeRecord", no_record)
+    monkeypatch.setattr(logging.Logger, "makeRecord", _no_record)
     log_info_event(logger, "request", event)
 
     through_logging, direct = _lines(logger)
@@ -158,3 +159,39 @@ def test_write_failure_is_reported_not_raised(logger, monkeypatch):
     log_info_event(logger, "request", {"status": 200})
     assert len(reported) == 1
     assert reported[0].name == logger.name
+
+
+def test_value_without_json_form_is_reported(logger, monkeypatch):
+    circular: dict = {}
+    circular["self"] = circular
+    reported = []
+    monkeypatch.setattr(logger.handlers[0], "handleError", reported.append)
+    log_info_event(logger, "request", {"limits": circular})
+    assert len(reported) == 1
+    assert logger.handlers[0].stream.getvalue() == ""
+
+
+def test_handler_on_parent_written_directly(monkeypatch):
+    # As in `fleetca serve`: the handler is on an ancestor, and the request log's logger has none.
+    parent = logging.Logger("fleetca.test_logs.parent", logging.INFO)
+    parent.addHandler(JsonLinesHandler(io.StringIO()))
+    child = logging.Logger("fleetca.test_logs.parent.child")
+    child.parent = parent
+    monkeypatch.setattr(logging.Logger, "makeRecord", _no_record)
+    log_info_event(child, "request", {"status": 200})
+    line = _lines(parent)[0]
+    assert line["logger"] == "fleetca.test_logs.parent.child"
+    assert line["status"] == 200
+
+
+def test_propagation_stops_at_handler(monkeypatch):
+    # A logger that does not propagate hides its parent's handler.
+    parent = logging.Logger("fleetca.test_logs.other", logging.INFO)
+    parent.addHandler(logging.NullHandler())
+    child = logging.Logger("fleetca.test_logs.other.child", logging.INFO)
+    child.addHandler(JsonLinesHandler(io.StringIO()))
+    child.parent = parent
+    child.propagate = False
+    monkeypatch.setattr(logging.Logger, "makeRecord", _no_record)
+    log_info_event(child, "request", {"status": 200})
+    assert _lines(child)[0]["status"] == 200
