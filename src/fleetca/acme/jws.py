@@ -265,9 +265,13 @@ def _plain_ec_key(key: dict[str, Any]) -> AccountKey | None:
     for member in ("x", "y"):
         text = key[member]
         # Unpadded base64url of ``size`` bytes has exactly this many characters.
-        if not isinstance(text, str) or len(text) != (size * 4 + 2) // 3 or not _B64URL.fullmatch(text):
+        if not isinstance(text, str) or len(text) != (size * 4 + 2) // 3:
             return None
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        try:
+            raw = b64url_decode(text, member)
+        except AcmeProblem:
+            return None
+        # Padding, or unused bits that are not zero, would still decode.
         if b64url_encode(raw) != text:
             return None
         coordinates.append(raw)
