@@ -106,6 +106,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="also run each fleetca server from this commit (or 'worktree') in every round, "
                              "next to the --fleetca-ref one and in alternating order, and print the two CPU "
                              "costs side by side. Use it to judge a change smaller than the spread between runs")
+    parser.add_argument("--compare-python", metavar="PATH",
+                        help="also run each fleetca server on this Python interpreter, which must import "
+                             "fleetca's dependencies (another venv's bin/python, say), as --compare-ref does "
+                             "with a commit; with --compare-ref, the compared run has both")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="profile fleetca during its timed flows into DIR: NAME.roundN.cpu.txt samples CPU "
@@ -132,8 +136,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--rerun-failed must be 0 or more")
     if args.warmup is None:
         args.warmup = args.concurrency
-    if args.compare_ref is not None and args.compare_ref == args.fleetca_ref:
+    if args.compare_ref is not None and args.compare_ref == args.fleetca_ref and args.compare_python is None:
         parser.error("--compare-ref names the same source as --fleetca-ref")
+    args.comparing = args.compare_ref is not None or args.compare_python is not None
     return args
 
 
@@ -305,7 +310,8 @@ def machine_description() -> str:
             break
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
     return (f"{os.cpu_count()} cores ({model}), {memory_kib / 2**20:.0f} GiB memory, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()} "
+            f"({Path(sys.base_prefix, 'bin', 'python3')})")
 
 
 async def run(args: argparse.Namespace) -> tuple[list[Measurement], list[tuple[int, Measurement]]]:
@@ -322,8 +328,9 @@ async def run(args: argparse.Namespace) -> tuple[list[Measurement], list[tuple[i
     source = FleetcaSource(Path(__file__).resolve().parent.parent, args.fleetca_ref, workdir)
     log.info("fleetca: %s", source.description)
     compared = None
-    if args.compare_ref:
-        compared = FleetcaSource(Path(__file__).resolve().parent.parent, args.compare_ref, workdir)
+    if args.comparing:
+        compared = FleetcaSource(Path(__file__).resolve().parent.parent, args.compare_ref or args.fleetca_ref,
+                                 workdir, python=args.compare_python)
         log.info("fleetca to compare: %s", compared.description)
     dns = DnsServer(workdir, args.dns_port)
     responder = Http01Responder(LOOPBACK, args.http01_port)
@@ -441,7 +448,7 @@ def main(argv: list[str]) -> int:
     print()
     if args.pg_statements:
         print(statements_table(measurements))
-    if args.compare_ref:
+    if args.comparing:
         print(comparison_table(rounds))
         print()
     if args.memory_every > 0:

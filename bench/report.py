@@ -136,7 +136,7 @@ def statements_table(measurements: list[Measurement]) -> str:
 def comparison_table(rounds: list[Measurement]) -> str:
     """Tabulate the CPU per certificate of each fleetca server from its two sources, by round and pooled.
 
-    A compared run is named ``SERVER@LABEL`` (see bench/run --compare-ref).
+    A compared run is named ``SERVER@LABEL`` (see bench/run --compare-ref and --compare-python).
     The ratio is the compared source's CPU per certificate divided by the
     other's, so below 1 means the compared source costs less.
     """

@@ -212,7 +212,18 @@ class FleetcaSource:
     out, whatever is being edited in the work tree meanwhile.
     """
 
-    def __init__(self, repository: Path, ref: str, workdir: Path) -> None:
+    def __init__(self, repository: Path, ref: str, workdir: Path, python: str | None = None) -> None:
+        # The interpreter that runs fleetca. Another one than the harness's must
+        # import fleetca's dependencies, as another venv's bin/python does.
+        self.python = python or sys.executable
+        self._export(repository, ref, workdir)
+        if python is not None:
+            version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
+            self.label += f"-python{version}"
+            self.description += f", on Python {version} ({python})"
+
+    def _export(self, repository: Path, ref: str, workdir: Path) -> None:
         if ref == "worktree":
             self.src = repository / "src"
             self.label = "worktree"
@@ -280,8 +291,8 @@ class FleetcaServer(ServerUnderTest):
     def _command(self, *args: str, profiled: bool = False) -> list[str]:
         if profiled and self.cpu_profile is not None:
             sampler = Path(__file__).with_name("cpu_sampler.py")
-            return [sys.executable, str(sampler), str(self.cpu_profile), *args]
-        return [sys.executable, "-m", "fleetca", *args]
+            return [self.source.python, str(sampler), str(self.cpu_profile), *args]
+        return [self.source.python, "-m", "fleetca", *args]
 
     async def start(self) -> None:
         env = clean_environment(PYTHONPATH=str(self.source.src))

@@ -134,6 +134,37 @@ def test_rounds_alternate_sources() -> None:
     assert [run[0] for run in runs_of_round(servers, 1, base, None)] == servers
 
 
+@pytest.mark.parametrize("argv, comparing", [
+    ([], False),
+    (["--compare-ref", "HEAD~1"], True),
+    (["--compare-python", sys.executable], True),
+    (["--compare-ref", "HEAD", "--compare-python", sys.executable], True),
+], ids=["none", "commit", "interpreter", "same-commit-other-interpreter"])
+def test_comparison_options(argv: list[str], comparing: bool) -> None:
+    from harness import parse_args
+
+    assert parse_args(argv).comparing is comparing
+
+
+def test_comparison_of_a_source_with_itself_rejected() -> None:
+    from harness import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--compare-ref", "HEAD"])
+
+
+def test_source_on_another_interpreter(tmp_path: Path) -> None:
+    from servers import FleetcaSource
+
+    repository = Path(__file__).resolve().parents[2]
+    other = FleetcaSource(repository, "worktree", tmp_path, python=sys.executable)
+    default = FleetcaSource(repository, "worktree", tmp_path)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+    assert (default.python, default.label) == (sys.executable, "worktree")
+    assert (other.python, other.label) == (sys.executable, f"worktree-python{version}")
+    assert other.description == f"{default.description}, on Python {version} ({sys.executable})"
+
+
 def test_resident_bytes_of_this_process() -> None:
     own = resident_bytes(os.getpid())
     assert own > 10 * 2**20  # a Python process with pytest loaded
