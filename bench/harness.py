@@ -109,7 +109,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--compare-python", metavar="PATH",
                         help="also run each fleetca server on this Python interpreter, which must import "
                              "fleetca's dependencies (another venv's bin/python, say), as --compare-ref does "
-                             "with a commit; with --compare-ref, the compared run has both")
+                             "with a commit. With --compare-ref too, the compared server runs that commit on "
+                             "this interpreter")
     parser.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="profile fleetca during its timed flows into DIR: NAME.roundN.cpu.txt samples CPU "
@@ -136,9 +137,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--rerun-failed must be 0 or more")
     if args.warmup is None:
         args.warmup = args.concurrency
-    if args.compare_ref is not None and args.compare_ref == args.fleetca_ref and args.compare_python is None:
-        parser.error("--compare-ref names the same source as --fleetca-ref")
+    if args.compare_python is not None and not (os.path.isfile(args.compare_python)
+                                                and os.access(args.compare_python, os.X_OK)):
+        parser.error(f"--compare-python {args.compare_python} is not an executable file")
     args.comparing = args.compare_ref is not None or args.compare_python is not None
+    if args.comparing:
+        same_commit = (args.compare_ref or args.fleetca_ref) == args.fleetca_ref
+        same_python = args.compare_python is None or os.path.abspath(args.compare_python) == os.path.abspath(
+            sys.executable)
+        if same_commit and same_python:
+            parser.error("the compared fleetca is the same commit on the same interpreter as the first")
     return args
 
 
@@ -329,8 +337,12 @@ async def run(args: argparse.Namespace) -> tuple[list[Measurement], list[tuple[i
     log.info("fleetca: %s", source.description)
     compared = None
     if args.comparing:
-        compared = FleetcaSource(Path(__file__).resolve().parent.parent, args.compare_ref or args.fleetca_ref,
-                                 workdir, python=args.compare_python)
+        try:
+            compared = FleetcaSource(Path(__file__).resolve().parent.parent, args.compare_ref or args.fleetca_ref,
+                                     workdir, python=args.compare_python)
+        except RuntimeError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SystemExit(str(exc)) from None
         log.info("fleetca to compare: %s", compared.description)
     dns = DnsServer(workdir, args.dns_port)
     responder = Http01Responder(LOOPBACK, args.http01_port)

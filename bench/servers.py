@@ -213,13 +213,19 @@ class FleetcaSource:
     """
 
     def __init__(self, repository: Path, ref: str, workdir: Path, python: str | None = None) -> None:
-        # The interpreter that runs fleetca. Another one than the harness's must
-        # import fleetca's dependencies, as another venv's bin/python does.
+        # The interpreter that runs fleetca. Any other than the harness's needs
+        # fleetca's dependencies installed, as another venv's bin/python has.
         self.python = python or sys.executable
         self._export(repository, ref, workdir)
         if python is not None:
-            version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
-                                     capture_output=True, text=True, check=True).stdout.strip()
+            # Import the server's modules now, so that a missing dependency stops the run before any round.
+            check = subprocess.run([python, "-c", "import platform, fleetca.cli.main; print(platform.python_version())"],
+                                   capture_output=True, text=True, env=clean_environment(PYTHONPATH=str(self.src)))
+            if check.returncode != 0:
+                raise RuntimeError(f"{python} failed to import fleetca from {self.src}; use an interpreter with "
+                                   f"fleetca's dependencies installed, such as another venv's bin/python:\n"
+                                   f"{check.stderr.strip()}")
+            version = check.stdout.strip()
             self.label += f"-python{version}"
             self.description += f", on Python {version} ({python})"
 

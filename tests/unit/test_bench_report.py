@@ -134,35 +134,65 @@ def test_rounds_alternate_sources() -> None:
     assert [run[0] for run in runs_of_round(servers, 1, base, None)] == servers
 
 
+def _interpreter_script(path: Path, command: str) -> str:
+    path.write_text(f"#!/bin/sh\nexec {command} \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def other_python(tmp_path: Path) -> str:
+    """Another path that runs this interpreter with its packages, as another venv's bin/python would."""
+    return _interpreter_script(tmp_path / "python", sys.executable)
+
+
 @pytest.mark.parametrize("argv, comparing", [
     ([], False),
     (["--compare-ref", "HEAD~1"], True),
-    (["--compare-python", sys.executable], True),
-    (["--compare-ref", "HEAD", "--compare-python", sys.executable], True),
+    (["--compare-python", "OTHER"], True),
+    (["--compare-ref", "HEAD", "--compare-python", "OTHER"], True),
 ], ids=["none", "commit", "interpreter", "same-commit-other-interpreter"])
-def test_comparison_options(argv: list[str], comparing: bool) -> None:
+def test_comparison_options(argv: list[str], comparing: bool, other_python: str) -> None:
     from harness import parse_args
 
+    argv = [other_python if arg == "OTHER" else arg for arg in argv]
     assert parse_args(argv).comparing is comparing
 
 
-def test_comparison_of_a_source_with_itself_rejected() -> None:
+@pytest.mark.parametrize("argv", [
+    ["--compare-ref", "HEAD"],
+    ["--compare-python", sys.executable],
+    ["--compare-ref", "HEAD", "--compare-python", sys.executable],
+    ["--compare-python", "/nonexistent/python3"],
+], ids=["same-commit", "same-interpreter", "same-both", "missing-interpreter"])
+def test_comparison_options_rejected(argv: list[str]) -> None:
     from harness import parse_args
 
     with pytest.raises(SystemExit):
-        parse_args(["--compare-ref", "HEAD"])
+        parse_args(argv)
 
 
-def test_source_on_another_interpreter(tmp_path: Path) -> None:
-    from servers import FleetcaSource
+def test_source_on_another_interpreter(tmp_path: Path, other_python: str) -> None:
+    from servers import FleetcaServer, FleetcaSource
 
     repository = Path(__file__).resolve().parents[2]
-    other = FleetcaSource(repository, "worktree", tmp_path, python=sys.executable)
+    other = FleetcaSource(repository, "worktree", tmp_path, python=other_python)
     default = FleetcaSource(repository, "worktree", tmp_path)
     version = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
     assert (default.python, default.label) == (sys.executable, "worktree")
-    assert (other.python, other.label) == (sys.executable, f"worktree-python{version}")
-    assert other.description == f"{default.description}, on Python {version} ({sys.executable})"
+    assert (other.python, other.label) == (other_python, f"worktree-python{version}")
+    assert other.description == f"{default.description}, on Python {version} ({other_python})"
+    server = FleetcaServer(tmp_path / "server", "127.0.0.1:53", 80, other)
+    assert server._command("serve")[:3] == [other_python, "-m", "fleetca"]
+
+
+def test_source_without_fleetca_rejected(tmp_path: Path) -> None:
+    from servers import FleetcaSource
+
+    # The base interpreter outside this venv, with -I so that PYTHONPATH is ignored, cannot import fleetca.
+    isolated = _interpreter_script(tmp_path / "isolated-python", f"{os.path.realpath(sys.executable)} -I")
+    with pytest.raises(RuntimeError, match="failed to import fleetca"):
+        FleetcaSource(Path(__file__).resolve().parents[2], "worktree", tmp_path, python=isolated)
 
 
 def test_resident_bytes_of_this_process() -> None:
