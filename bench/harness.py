@@ -319,7 +319,7 @@ def machine_description() -> str:
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
     return (f"{os.cpu_count()} cores ({model}), {memory_kib / 2**20:.0f} GiB memory, "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()} "
-            f"({Path(sys.base_prefix, 'bin', 'python3')})")
+            f"({os.path.realpath(sys.executable)})")
 
 
 async def run(args: argparse.Namespace) -> tuple[list[Measurement], list[tuple[int, Measurement]]]:

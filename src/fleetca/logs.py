@@ -42,8 +42,9 @@ class _MillisecondClock:
     """The current UTC time in JsonFormatter's form, with the date and second formatted once per second.
 
     ``datetime.fromtimestamp(...).isoformat()`` cost 2.7 µs per line, against
-    about 1.1 µs this way (100,000 calls, same machine as in :func:`log_info_event`). The milliseconds are truncated, as ``isoformat``
-    truncates them.
+    about 1.1 µs this way (100,000 calls, on the machine named in
+    :func:`log_info_event`). The milliseconds are truncated, as
+    ``isoformat`` truncates them.
     """
 
     def __init__(self) -> None:
