@@ -130,6 +130,15 @@ class FleetcaServer:
                 with self.log_path.open("ab") as log:
                     log.write(current.read_bytes())
 
+    def send_signal(self, signum: int) -> None:
+        assert self._process is not None, "fleetca is not running"
+        self._process.send_signal(signum)
+
+    def wait_for_exit(self, timeout: float) -> int:
+        """Wait for the serving process to end on its own and return its exit status."""
+        assert self._process is not None, "fleetca is not running"
+        return self._process.wait(timeout=timeout)
+
     def sibling(self, name: str) -> "FleetcaServer":
         """A second server process on the same data directory and database, with its own ports.
 

@@ -31,14 +31,20 @@ async def _serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket]
 
     def stop() -> None:
         for server in servers:
-            # A second signal skips the graceful wait, as uvicorn does on its own.
+            server.should_exit = True
+
+    def on_signal() -> None:
+        # A second signal skips the graceful wait, as uvicorn does on its own.
+        # Only a signal may do that: when one server has stopped after the
+        # first signal, the others must still finish their open requests.
+        for server in servers:
             if server.should_exit:
                 server.force_exit = True
-            server.should_exit = True
+        stop()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, on_signal)
     if sockets is None:
         tasks = [asyncio.create_task(server.serve()) for server in servers]
     else:
