@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fleetca.acme import jws
@@ -282,6 +282,11 @@ def acme_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         except AcmeProblem as problem:
             problem_type = problem.type
             response = problem_response(problem)
+        except ClientDisconnect:
+            # The client closed the connection before its body arrived, so no
+            # one reads this response. The request line below records it.
+            problem_type = "malformed"
+            response = problem_response(malformed("the client disconnected before the request body was complete"))
         except Exception:
             request_log.exception("unhandled error", extra={"path": request.url.path})
             problem_type = "serverInternal"
