@@ -97,6 +97,9 @@ class ValidationSettings(BaseModel):
     dns_resolver: str | None = Field(default=None, description="HOST:PORT of the resolver; the system's when unset")
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     max_redirects: int = Field(default=10, ge=0, le=20)
+    total_timeout_seconds: float = Field(default=60.0, gt=0, le=600, description=(
+        "longest time one validation may take across its DNS lookups, addresses and redirects; a challenge "
+        "in processing for longer than this (plus a margin) is taken up again by another process"))
 
     @field_validator("dns_resolver")
     @classmethod

@@ -164,6 +164,18 @@ class FleetcaServer:
         with closing(sqlite3.connect(uri, uri=True)) as conn:
             return conn.execute(sql, params).fetchall()
 
+    def execute(self, sql: str, **params: object) -> None:
+        """Run one writing SQL statement on the server's database, as an operator's script would."""
+        if self.database_url:
+            if self._engine is None:
+                self._engine = create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg://"),
+                                             pool_size=1)
+            with self._engine.begin() as conn:
+                conn.execute(text(sql), params)
+            return
+        with closing(sqlite3.connect(self.data_dir / "fleetca.db", timeout=10)) as conn, conn:
+            conn.execute(sql, params)
+
     def table_names(self) -> list[str]:
         if self.database_url:
             rows = self.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")

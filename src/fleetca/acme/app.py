@@ -42,6 +42,7 @@ from fleetca.validation.validator import Validator
 log = logging.getLogger("fleetca.server")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 NONCE_PRUNE_INTERVAL_SECONDS = 300
+ABANDONED_CHALLENGE_SWEEP_SECONDS = 30
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -165,22 +166,33 @@ async def _prune_nonces(ctx: AcmeContext) -> None:
             log.exception("pruning used nonces failed; will retry")
 
 
+async def _resume_abandoned_challenges(ctx: AcmeContext) -> None:
+    while True:
+        try:
+            resumed = await challenges.resume_abandoned_challenges(ctx)
+        except Exception:
+            log.exception("resuming challenges left in processing failed; will retry")
+        else:
+            if resumed:
+                log.info("resumed %d challenge validations left in processing by a stopped process", resumed)
+        await asyncio.sleep(ABANDONED_CHALLENGE_SWEEP_SECONDS)
+
+
 def create_app(ctx: AcmeContext) -> AcmeApplication:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if ctx.database.autovacuum_enabled() is False:
             log.warning("PostgreSQL's autovacuum is off, so tables are never analyzed and query plans degrade "
                         "as they grow; turn it on, or run ANALYZE on fleetca's database regularly")
-        resumed = await challenges.resume_processing_challenges(ctx)
-        if resumed:
-            log.info("resumed %d challenge validations left in processing", resumed)
         pruner = asyncio.get_running_loop().create_task(_prune_nonces(ctx))
+        resumer = asyncio.get_running_loop().create_task(_resume_abandoned_challenges(ctx))
         for name in ctx.cas:
             log.info("serving ACME directory %s/acme/%s/directory", ctx.base_url, name)
         revocation_service.start_schedule()
         yield
         await revocation_service.stop_schedule()
         pruner.cancel()
+        resumer.cancel()
         for task in list(ctx.background_tasks):
             task.cancel()
         ctx.database.dispose()

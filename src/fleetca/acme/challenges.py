@@ -2,8 +2,9 @@
 
 A POST with a JSON object to a pending challenge moves it to processing and
 starts validation as a background task of this process; the client polls the
-authorization. If the process stops before the task finishes, the next start
-of any fleetca process resumes challenges left in processing.
+authorization. If the process stops before the task finishes, another fleetca
+process takes the challenge up again once it has been in processing for longer
+than a validation may take.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +31,8 @@ from fleetca.validation.errors import ValidationFailed
 log = logging.getLogger("fleetca.validation")
 RETRY_AFTER_SECONDS = 1
 INLINE_VALIDATION_WAIT_SECONDS = 0.5
+# Added to the total validation timeout before a challenge counts as abandoned.
+ABANDONED_MARGIN_SECONDS = 30
 
 
 async def challenge(request: Request, ctx: AcmeContext, ca: IssuingCa, urls: Urls) -> Response:
@@ -99,8 +103,12 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
     # The stored thumbprint is the account key's RFC 7638 thumbprint, kept with the key on key change.
     key_authorization = f"{current.token}.{account.key_thumbprint}"
     error = None
+    total_timeout = ctx.settings.validation.total_timeout_seconds
     try:
-        await ctx.validator.validate(current.type, authz.identifier, current.token, key_authorization)
+        async with asyncio.timeout(total_timeout):
+            await ctx.validator.validate(current.type, authz.identifier, current.token, key_authorization)
+    except TimeoutError:
+        error = problem_json("connection", f"validation did not finish within {total_timeout:g} seconds", 400)
     except ValidationFailed as failure:
         error = problem_json(failure.problem_type, failure.detail, PROBLEM_STATUS.get(failure.problem_type, 400))
     except Exception:
@@ -121,21 +129,38 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
         known = {authz.id: (status, expires)} if authz_moved else {}
         for order in orders:
             refresh_order(repo, order, now, known, deferred=True)
-    log.info("challenge validated", extra={"event": {
+    event = {
         "challenge": challenge_id, "type": current.type, "identifier": authz.identifier.value,
         "account": account.id, "result": "valid" if error is None else "invalid",
         "error": error["detail"] if error else None,
-    }})
+    }
     if not recorded:
+        # Another process resumed this challenge and recorded its outcome first.
+        log.info("challenge validation outcome discarded", extra={"event": event})
         return None
+    log.info("challenge validated", extra={"event": event})
     return replace(current, status="valid" if error is None else "invalid",
                    validated=now if error is None else None, error=error)
 
 
-async def resume_processing_challenges(ctx: AcmeContext) -> int:
-    """Restart validation of challenges that a stopped process left in processing."""
+async def resume_abandoned_challenges(ctx: AcmeContext) -> int:
+    """Restart validation of challenges that a stopped process left in processing; return how many.
+
+    A live process records a validation's outcome within the total timeout,
+    so only a challenge in processing for longer than that, plus a margin
+    for recording it and for clocks of different machines, was abandoned.
+    Each one is claimed with a conditional UPDATE, so one process takes it.
+    """
+    now = ctx.now()
+    started_before = now - timedelta(seconds=ctx.settings.validation.total_timeout_seconds
+                                     + ABANDONED_MARGIN_SECONDS)
     with ctx.database.read() as repo:
-        ids = repo.processing_challenge_ids()
+        ids = repo.abandoned_challenge_ids(started_before)
+    resumed = 0
     for challenge_id in ids:
-        start_validation(ctx, challenge_id)
-    return len(ids)
+        async with ctx.database.transaction_async(durable=False) as repo:
+            claimed = repo.claim_abandoned_challenge(challenge_id, started_before, now)
+        if claimed:
+            start_validation(ctx, challenge_id)
+            resumed += 1
+    return resumed

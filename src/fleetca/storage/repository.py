@@ -118,7 +118,15 @@ _START_CHALLENGE = Statement(
 _CHALLENGE_ERRORS = Statement("SELECT error FROM challenges WHERE authorization_id = ? AND error IS NOT NULL",
                               [C.authorization_id], [C.error])
 _CHALLENGE_BY_ID = select_by(challenges, C.id, columns=_CHALLENGE_COLUMNS)
-_PROCESSING_CHALLENGE_IDS = Statement("SELECT id FROM challenges WHERE status = 'processing'")
+# Challenges in processing that started before a time by which a live
+# process would have recorded their outcome, so a stopped process left them.
+_ABANDONED_CHALLENGE_IDS = Statement(
+    "SELECT id FROM challenges WHERE status = 'processing' AND (started_at IS NULL OR started_at < ?)",
+    [C.started_at])
+_CLAIM_ABANDONED_CHALLENGE = Statement(
+    "UPDATE challenges SET started_at = ? WHERE id = ? AND status = 'processing' "
+    "AND (started_at IS NULL OR started_at < ?)",
+    [C.started_at, C.id, C.started_at])
 
 _CERTIFICATE_COLUMNS = [X.id, X.serial, X.ca_name, X.account_id, X.order_id, X.der, X.not_before, X.not_after,
                         X.profile, X.revoked_at, X.revocation_reason, X.eab_key_id, X.crl_shard, X.replaced_by_order,
@@ -529,8 +537,12 @@ class Repository:
         ], _OPEN_ORDERS_OF_AUTHORIZATION, [authz_id])
         return counts[0] == 1, counts[1] == 1, _orders(rows)
 
-    def processing_challenge_ids(self) -> list[str]:
-        return self.session.scalars(_PROCESSING_CHALLENGE_IDS)
+    def abandoned_challenge_ids(self, started_before: datetime) -> list[str]:
+        return self.session.scalars(_ABANDONED_CHALLENGE_IDS, [started_before])
+
+    def claim_abandoned_challenge(self, challenge_id: str, started_before: datetime, now: datetime) -> bool:
+        """Restart an abandoned challenge's clock at ``now``; return False when another process claimed it first."""
+        return self.session.rowcount(_CLAIM_ABANDONED_CHALLENGE, [now, challenge_id, started_before]) == 1
 
     # Certificates
 
