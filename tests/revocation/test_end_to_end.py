@@ -8,6 +8,7 @@ revocations every second.
 from __future__ import annotations
 
 import base64
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -327,6 +328,40 @@ def test_crl_numbers_increase_across_restart(server: FleetcaServer) -> None:
 
     for shard, (old, new) in enumerate(zip(before, after)):
         assert new > old, f"shard {shard}: CRL number {new} after restart is not above {old}"
+
+
+def test_cli_publish_naming_other_url_fails(server: FleetcaServer) -> None:
+    other = run_fleetca("crl", "publish", "--force", "--data-dir", str(server.data_dir), "--http-public-url",
+                        "http://crl.elsewhere.example", env=SERVER_ENV, check=False)
+    same = run_fleetca("crl", "publish", "--force", "--data-dir", str(server.data_dir), "--http-public-url",
+                       server.http_base_url, env=SERVER_ENV, check=False)
+
+    assert other.returncode == 1
+    assert "left alone" in other.stderr
+    assert same.returncode == 0, same.stderr
+    assert f"published {SERVER_ENV['FLEETCA_CRL__SHARDS']} CRL shard(s)" in same.stderr
+
+
+def test_cli_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
+    # What the docs say to copy to another machine: keys, root.pem and cas/, no settings file.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("keys", "cas"):
+        shutil.copytree(server.data_dir / name, copy / name)
+    shutil.copy(server.root_pem, copy / "root.pem")
+    database_url = server.database_url or f"sqlite:///{(server.data_dir / 'fleetca.db').resolve()}"
+
+    without = run_fleetca("crl", "status", "--data-dir", str(copy), check=False)
+    with_url = run_fleetca("crl", "status", "--data-dir", str(copy), "--database-url", database_url, check=False)
+    listed = run_fleetca("ca", "list", "--data-dir", str(copy), "--database-url", database_url, check=False)
+
+    assert without.returncode == 1
+    assert "no database at" in without.stderr
+    assert not (copy / "fleetca.db").exists()
+    assert with_url.returncode == 0, with_url.stderr
+    assert "default" in with_url.stdout
+    assert listed.returncode == 0, listed.stderr
+    assert "default" in listed.stdout
 
 
 # name: (CA name, shard number in the URL)

@@ -18,7 +18,8 @@ from fleetca.ca.patterns import normalize_pattern, pattern_identifier
 from fleetca.ca.profiles import EKU_CHOICES, CertificateProfile
 from fleetca.cli.durations import parse_duration
 from fleetca.clock import SystemClock
-from fleetca.settings import Settings, load_settings
+from fleetca.cli.opening import DatabaseUrlOption, MissingDatabase, open_data_dir
+from fleetca.settings import Settings
 from fleetca.storage.database import Database
 
 ca_app = typer.Typer(help="Manage issuing CAs.", no_args_is_help=True)
@@ -46,9 +47,12 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
-def _open(data_dir: Path) -> tuple[Settings, Database]:
-    settings = load_settings(data_dir)
-    return settings, Database.of(settings)
+def _open(data_dir: Path, database_url: str | None) -> tuple[Settings, Database]:
+    try:
+        return open_data_dir(data_dir, database_url)
+    except MissingDatabase as exc:
+        _fail(str(exc))
+        raise
 
 
 def _load_row(database: Database, name: str) -> dict[str, Any]:
@@ -70,6 +74,7 @@ def _save_config(database: Database, name: str, config: dict[str, Any], event: s
 def create(
     name: str = typer.Argument(..., help="CA name; it appears in the ACME URL /acme/NAME/directory."),
     data_dir: Path = DataDirOption,
+    database_url: Optional[str] = DatabaseUrlOption,
     permit_dns: list[str] = typer.Option([], "--permit-dns", help="Permitted DNS suffix. Repeat for several."),
     permit_ip: list[str] = typer.Option([], "--permit-ip", help="Permitted IP range (CIDR). Repeat for several."),
     profile: str = typer.Option(STRICT, "--profile", help=CA_PROFILE_HELP),
@@ -85,7 +90,7 @@ def create(
                                                   "server.http_public_url from the settings."),
 ) -> None:
     """Create an issuing CA, signed by the private root or, with --external, by an outside root."""
-    settings, database = _open(data_dir)
+    settings, database = _open(data_dir, database_url)
     http_base = (http_public_url or settings.server.http_public_url or "").rstrip("/") or None
     if profile == BASELINE and http_base is None:
         _fail("the baseline profile writes the root's CRL and certificate URLs into the CA certificate; "
@@ -121,9 +126,10 @@ def import_certificate(
     certificate: Path = typer.Argument(..., help="PEM certificate the outside root signed."),
     chain: Optional[Path] = typer.Argument(None, help="PEM chain up to and including the outside root."),
     data_dir: Path = DataDirOption,
+    database_url: Optional[str] = DatabaseUrlOption,
 ) -> None:
     """Install the signed certificate of an external CA after checking key, CA flag, constraints, EKU and chain."""
-    settings, database = _open(data_dir)
+    settings, database = _open(data_dir, database_url)
     try:
         cert = import_issuing_ca(settings, database, name, certificate.read_bytes(),
                                  chain.read_bytes() if chain else b"", SystemClock().now())
@@ -135,9 +141,9 @@ def import_certificate(
 
 
 @ca_app.command("list")
-def list_cas(data_dir: Path = DataDirOption) -> None:
+def list_cas(data_dir: Path = DataDirOption, database_url: Optional[str] = DatabaseUrlOption) -> None:
     """List the issuing CAs with their status, profile and constraints."""
-    settings, database = _open(data_dir)
+    settings, database = _open(data_dir, database_url)
     with database.transaction() as repo:
         rows = repo.list_issuing_cas()
     table = Table("name", "status", "profile", "permitted DNS", "permitted IP", "directory")
@@ -150,9 +156,9 @@ def list_cas(data_dir: Path = DataDirOption) -> None:
 
 
 @ca_app.command("show")
-def show(name: str, data_dir: Path = DataDirOption) -> None:
+def show(name: str, data_dir: Path = DataDirOption, database_url: Optional[str] = DatabaseUrlOption) -> None:
     """Print an issuing CA's settings as JSON, then its certificate (or pending CSR) as PEM."""
-    _, database = _open(data_dir)
+    _, database = _open(data_dir, database_url)
     row = _load_row(database, name)
     print(json.dumps({"name": row["name"], "status": row["status"], "config": row["config"]}, indent=2))
     print((row["certificate_pem"] or "") + (row["chain_pem"] or "") or row["csr_pem"], end="")
@@ -162,6 +168,7 @@ def show(name: str, data_dir: Path = DataDirOption) -> None:
 def configure(
     name: str,
     data_dir: Path = DataDirOption,
+    database_url: Optional[str] = DatabaseUrlOption,
     external_account_required: Optional[bool] = typer.Option(
         None, "--external-account-required/--no-external-account-required",
         help="Require an External Account Binding for new accounts."),
@@ -179,7 +186,7 @@ def configure(
                                         "before the CA key signs it, and refuse it on any error."),
 ) -> None:
     """Change an issuing CA's issuance policy and settings; running servers pick them up when restarted."""
-    _, database = _open(data_dir)
+    _, database = _open(data_dir, database_url)
     row = _load_row(database, name)
     constraints = NameConstraints.from_json(row["config"]["constraints"])
     changes: dict[str, Any] = {}
@@ -207,6 +214,7 @@ def set_profile(
     ca: str = typer.Argument(..., help="Issuing CA name."),
     profile: str = typer.Argument(..., help="Profile name, as clients select it in newOrder."),
     data_dir: Path = DataDirOption,
+    database_url: Optional[str] = DatabaseUrlOption,
     description: str = typer.Option("", "--description", help="Shown to clients in the directory's meta.profiles."),
     lifetime: str = typer.Option("7d", "--lifetime", help="Certificate lifetime in hours or days, e.g. 24h or 7d."),
     eku: list[str] = typer.Option(list(EKU_CHOICES), "--eku", help="serverAuth and/or clientAuth. Repeat."),
@@ -221,7 +229,7 @@ def set_profile(
     default: bool = typer.Option(False, "--default", help="Use this profile when newOrder names none."),
 ) -> None:
     """Add or replace a certificate profile of an issuing CA."""
-    _, database = _open(data_dir)
+    _, database = _open(data_dir, database_url)
     row = _load_row(database, ca)
     config = dict(row["config"])
     try:
@@ -250,9 +258,10 @@ def set_profile(
 
 
 @profile_app.command("remove")
-def remove_profile(ca: str, profile: str, data_dir: Path = DataDirOption) -> None:
+def remove_profile(ca: str, profile: str, data_dir: Path = DataDirOption,
+                   database_url: Optional[str] = DatabaseUrlOption) -> None:
     """Remove a certificate profile; the default profile cannot be removed."""
-    _, database = _open(data_dir)
+    _, database = _open(data_dir, database_url)
     row = _load_row(database, ca)
     config = dict(row["config"])
     if config.get("default_profile") == profile:

@@ -17,7 +17,7 @@ from fleetca.ca.patterns import normalize_pattern, pattern_identifier
 from fleetca.acme.jws import b64url_encode
 from fleetca.cli.durations import parse_duration
 from fleetca.clock import SystemClock
-from fleetca.settings import load_settings
+from fleetca.cli.opening import DatabaseUrlOption, MissingDatabase, open_data_dir
 from fleetca.storage.database import Database
 
 eab_app = typer.Typer(help="Manage External Account Binding keys.", no_args_is_help=True)
@@ -31,9 +31,12 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
-def _database(data_dir: Path) -> Database:
-    settings = load_settings(data_dir)
-    return Database.of(settings)
+def _database(data_dir: Path, database_url: str | None) -> Database:
+    try:
+        return open_data_dir(data_dir, database_url)[1]
+    except MissingDatabase as exc:
+        _fail(str(exc))
+        raise
 
 
 @eab_app.command("create")
@@ -59,8 +62,11 @@ def create(
     except ValueError as exc:
         _fail(str(exc))
         return
-    settings = load_settings(data_dir)
-    database = Database.of(settings)
+    try:
+        settings, database = open_data_dir(data_dir, database_url)
+    except MissingDatabase as exc:
+        _fail(str(exc))
+        return
     cas = load_issuing_cas(database, settings.data_dir)
     if ca not in cas:
         _fail(f"no active issuing CA named {ca!r}; see `fleetca ca list`")
@@ -92,7 +98,7 @@ def list_keys(
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="fleetca data directory."),
 ) -> None:
     """List the EAB keys of a CA, without their secrets."""
-    with _database(data_dir).transaction() as repo:
+    with _database(data_dir, database_url).transaction() as repo:
         rows = repo.list_eab_keys(ca)
     table = Table("key id", "description", "created", "expires", "accounts", "revoked", "pre-authorized")
     for row in rows:
@@ -113,7 +119,7 @@ def revoke(
 ) -> None:
     """Revoke an EAB key: it binds no new account and pre-authorizes nothing from now on."""
     now = SystemClock().now()
-    with _database(data_dir).transaction() as repo:
+    with _database(data_dir, database_url).transaction() as repo:
         row = repo.get_eab_key(key_id)
         if row is None:
             _fail(f"no EAB key {key_id!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -22,7 +22,8 @@ from fleetca.revocation.operator import (
     renew_now,
     revoke,
 )
-from fleetca.settings import load_settings
+from fleetca.cli.opening import DatabaseUrlOption, MissingDatabase, open_data_dir
+from fleetca.settings import Settings
 from fleetca.signing.keys import KeyFileError
 from fleetca.storage.database import Database
 
@@ -35,6 +36,14 @@ DataDirOption = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Directory hol
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code=1)
+
+
+def _open(data_dir: Path, database_url: str | None, **overrides: Any) -> tuple[Settings, Database]:
+    try:
+        return open_data_dir(data_dir, database_url, **overrides)
+    except MissingDatabase as exc:
+        _fail(str(exc))
+        raise
 
 
 def parse_spread(text: str) -> timedelta:
@@ -63,6 +72,7 @@ ReasonOption = typer.Option(..., "--reason", help=f"Revocation reason: {', '.joi
 
 def revoke_command(
     data_dir: Path = DataDirOption,
+    database_url: Optional[str] = DatabaseUrlOption,
     serial: list[str] = typer.Option([], "--serial", help="Serial in hexadecimal. Repeat for several."),
     serials_file: Optional[Path] = typer.Option(None, "--serials-file", help="File of serials, one per line."),
     account: Optional[str] = typer.Option(None, "--account", help="Every certificate of this ACME account id."),
@@ -87,8 +97,7 @@ def revoke_command(
     only_ca = ca is not None and Selection(ca_name=ca) == selection
     if only_ca and not all_of_ca:
         _fail(f"this revokes every certificate of issuing CA {ca}; add --all to confirm")
-    settings = load_settings(data_dir)
-    database = Database.of(settings)
+    settings, database = _open(data_dir, database_url)
     try:
         result = revoke(database, selection, code, SystemClock().now(), getpass.getuser())
         console.print(f"revoked {len(result.revoked)} of {result.matched} matching unexpired certificate(s); "
@@ -102,6 +111,7 @@ def revoke_command(
 
 def renew_now_command(
     data_dir: Path = DataDirOption,
+    database_url: Optional[str] = DatabaseUrlOption,
     serial: list[str] = typer.Option([], "--serial", help="Serial in hexadecimal. Repeat for several."),
     serials_file: Optional[Path] = typer.Option(None, "--serials-file", help="File of serials, one per line."),
     account: Optional[str] = typer.Option(None, "--account", help="Every certificate of this ACME account id."),
@@ -122,8 +132,7 @@ def renew_now_command(
     except SelectionError as exc:
         _fail(str(exc))
         return
-    settings = load_settings(data_dir)
-    database = Database.of(settings)
+    settings, database = _open(data_dir, database_url)
     try:
         changed = renew_now(database, selection, SystemClock().now(), getpass.getuser(), spread)
     except SelectionError as exc:
@@ -139,9 +148,12 @@ def renew_now_command(
 @crl_app.command("publish")
 def crl_publish(
     data_dir: Path = DataDirOption,
+    database_url: Optional[str] = DatabaseUrlOption,
     force: bool = typer.Option(False, "--force", help="Sign every shard anew, not only the due ones."),
     wait: float = typer.Option(30.0, "--wait", help="Seconds to keep trying while another process holds the "
                                "publisher lease."),
+    http_public_url: Optional[str] = typer.Option(None, "--http-public-url", help="Base URL that certificates "
+                                                  "name for CRLs, as given to the servers."),
 ) -> None:
     """Publish the due CRL shards now, taking the publisher lease from the running servers' schedule."""
     import time
@@ -149,10 +161,11 @@ def crl_publish(
     from fleetca.ca.registry import load_issuing_cas
     from fleetca.revocation.publisher import CrlPublisher
 
-    settings = load_settings(data_dir)
+    server = {"http_public_url": http_public_url} if http_public_url else None
+    settings, database = _open(data_dir, database_url, server=server)
     if settings.server.http_base_url() is None:
+        database.dispose()
         _fail("no plain-HTTP URL is configured; set server.http_public_url or server.http_listen")
-    database = Database.of(settings)
     deadline = time.monotonic() + wait
     try:
         publisher = CrlPublisher(settings, database, load_issuing_cas(database, data_dir), SystemClock())
@@ -168,13 +181,17 @@ def crl_publish(
         _fail(f"another fleetca process held the CRL publisher lease for {wait:g} s; try again later")
         return
     console.print(f"published {len(published)} CRL shard(s)")
+    if publisher.skipped_urls:
+        published_at = sorted(set(publisher.skipped_urls.values()))[0]
+        _fail(f"{len(publisher.skipped_urls)} CRL shard(s) were left alone, because they are published at another "
+              f"URL ({published_at}) than this command would name; pass the servers' --http-public-url")
 
 
 @crl_app.command("status")
-def crl_status(data_dir: Path = DataDirOption, ca: Optional[str] = typer.Option(None, "--ca")) -> None:
+def crl_status(data_dir: Path = DataDirOption, ca: Optional[str] = typer.Option(None, "--ca"),
+               database_url: Optional[str] = DatabaseUrlOption) -> None:
     """List the published shards with their CRL number, thisUpdate and nextUpdate."""
-    settings = load_settings(data_dir)
-    database = Database.of(settings)
+    settings, database = _open(data_dir, database_url)
     table = Table("CA", "shard", "number", "thisUpdate", "nextUpdate")
     with database.transaction() as repo:
         names = [ca] if ca else [row["name"] for row in repo.list_issuing_cas()]

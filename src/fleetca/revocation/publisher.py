@@ -80,6 +80,8 @@ class CrlPublisher:
         # (ca, shard) -> (CRL number, serials listed), so that checking an entry needs no reparsing.
         self._listed: dict[tuple[str, int], tuple[int, frozenset[int]]] = {}
         self._warned_no_url = False
+        # Shards of the last run left alone because they are published at another URL, with that URL.
+        self.skipped_urls: dict[tuple[str, int], str] = {}
 
     def publish(self, *, force: bool = False) -> list[PublishedShard] | None:
         """Sign every shard that is due (every shard with ``force``).
@@ -96,6 +98,7 @@ class CrlPublisher:
             return None
         if not self.lease.acquire(self.clock.now()):
             return None
+        self.skipped_urls = {}
         published: list[PublishedShard] = []
         try:
             for ca in self.cas.values():
@@ -176,10 +179,12 @@ class CrlPublisher:
 
         # Certificates already name the URL of the published shard, so a process
         # configured with another URL must not replace it.
-        if previous is not None and distribution_point_url(previous["der"]) != url:
+        published_url = distribution_point_url(previous["der"]) if previous is not None else None
+        if published_url is not None and published_url != url:
             log.error("not publishing CRL shard %s/%d: it is published at %s, but this process would name %s; "
                       "give every fleetca process the same server.http_public_url",
-                      ca.name, shard, distribution_point_url(previous["der"]), url)
+                      ca.name, shard, published_url, url)
+            self.skipped_urls[(ca.name, shard)] = published_url
             return None
 
         previous_number = previous["number"] if previous else None

@@ -1,0 +1,31 @@
+"""The settings and database of a data directory, as the operator commands open them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from fleetca.settings import SETTINGS_FILE, Settings, load_settings
+from fleetca.storage.database import Database
+
+DatabaseUrlOption: Optional[str] = typer.Option(
+    None, "--database-url", help="SQLAlchemy database URL; by default database_url from the data directory's "
+    "fleetca.toml or FLEETCA_DATABASE_URL, else the directory's SQLite file.")
+
+
+class MissingDatabase(Exception):
+    """The settings name a SQLite file that does not exist, so the command would work on an empty database."""
+
+
+def open_data_dir(data_dir: Path, database_url: str | None = None, **overrides: Any) -> tuple[Settings, Database]:
+    """Load the settings of ``data_dir`` and open its database; raise MissingDatabase instead of creating one."""
+    settings = load_settings(data_dir, database_url=database_url, **overrides)
+    if not settings.database_url:
+        path = settings.data_dir / "fleetca.db"
+        if not path.exists():
+            raise MissingDatabase(
+                f"no database at {path}: pass --database-url, set database_url in {data_dir / SETTINGS_FILE} "
+                "or FLEETCA_DATABASE_URL, or create a data directory with `fleetca init`")
+    return settings, Database.of(settings)
