@@ -11,6 +11,7 @@ import contextvars
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -225,13 +226,37 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'fleetca.db').resolve()}"
 
+    def _tls_stem(self) -> str:
+        # One file pair per listen address, so that processes that share a
+        # data directory but listen on different addresses never replace each
+        # other's certificate.
+        host, port = parse_host_port(self.server.listen)
+        return "server-" + "".join(c if c.isalnum() or c in ".-" else "_" for c in host) + f"-{port}"
+
     @property
     def tls_certificate_path(self) -> Path:
-        return self.data_dir / "tls" / "server.pem"
+        return self.data_dir / "tls" / f"{self._tls_stem()}.pem"
 
     @property
     def tls_key_path(self) -> Path:
-        return self.data_dir / "tls" / "server.key"
+        return self.data_dir / "tls" / f"{self._tls_stem()}.key"
+
+    def tls_names(self) -> list[str]:
+        """The host names and addresses the ACME server's TLS certificate must name.
+
+        They are the public URL's host, which clients and a load balancer that
+        passes TLS through connect to, and the listen address unless it is a
+        wildcard. A wildcard address with no public URL falls back to the
+        loopback names.
+        """
+        names: list[str] = []
+        listen_host, _ = parse_host_port(self.server.listen)
+        if listen_host not in ("0.0.0.0", "::"):
+            names.append(listen_host)
+        public_host = urlsplit(self.server.base_url()).hostname
+        if public_host and public_host not in names and public_host not in ("0.0.0.0", "::"):
+            names.append(public_host)
+        return names or ["localhost"]
 
     @property
     def root_certificate_path(self) -> Path:

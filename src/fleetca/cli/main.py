@@ -120,9 +120,10 @@ def serve(
         settings = load_settings(data_dir, server=server, validation=validation or None, database_url=database_url)
         host, port = parse_host_port(settings.server.listen)
         now = SystemClock().now()
-        if not server_certificate_covers(settings.tls_certificate_path, host, now):
+        tls_names = settings.tls_names()
+        if not server_certificate_covers(settings.tls_certificate_path, tls_names, now):
             settings.tls_certificate_path.parent.mkdir(exist_ok=True)
-            issue_server_tls_certificate(host, settings.root_certificate_path, settings.root_key_path,
+            issue_server_tls_certificate(tls_names, settings.root_certificate_path, settings.root_key_path,
                                          settings.tls_certificate_path, settings.tls_key_path, now)
         # Serving a data directory created by an older fleetca brings its schema up to date first.
         migrate(settings.resolved_database_url())

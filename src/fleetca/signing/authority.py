@@ -130,27 +130,33 @@ def sign_root_crl(root_cert_path: Path, root_key_path: Path, number: int, now: d
     return builder.sign(root_key, hashes.SHA384())
 
 
-def issue_server_tls_certificate(host: str, root_cert_path: Path, root_key_path: Path,
+def issue_server_tls_certificate(hosts: list[str], root_cert_path: Path, root_key_path: Path,
                                  cert_path: Path, key_path: Path, now: datetime) -> None:
-    """Issue the ACME server's own TLS certificate for ``host`` directly from the root.
+    """Issue the ACME server's own TLS certificate for ``hosts`` directly from the root.
 
     The issuing CAs cannot issue it because their name constraints cover only
     device names, while the server is reached at an operator's host name.
+    Both files are replaced by renaming, so a process never reads half of one.
     """
     root_cert = x509.load_pem_x509_certificate(root_cert_path.read_bytes())
     root_key = read_private_key(root_key_path)
     key = generate_ec_key(ec.SECP256R1())
-    try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        san = x509.DNSName(host.lower())
-    names = [san]
-    if host in ("127.0.0.1", "::1", "localhost"):
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                 x509.IPAddress(ipaddress.ip_address("::1"))]
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        if host in ("127.0.0.1", "::1", "localhost"):
+            loopback = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("::1"))]
+            names += [name for name in loopback if name not in names]
+            continue
+        try:
+            name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            name = x509.DNSName(host.lower())
+        if name not in names:
+            names.append(name)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(host, "fleetca ACME server"))
+        .subject_name(_name(hosts[0], "fleetca ACME server"))
         .issuer_name(root_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -164,25 +170,36 @@ def issue_server_tls_certificate(host: str, root_cert_path: Path, root_key_path:
     )
     builder = _key_ids(builder, key.public_key(), root_cert, root_key.public_key())
     cert = builder.sign(root_key, hashes.SHA384())
-    key_path.unlink(missing_ok=True)
     # The TLS key is written unencrypted because uvicorn loads it without a passphrase.
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    _replace_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    _replace_file(cert_path, cert.public_bytes(serialization.Encoding.PEM)
+                  + root_cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _replace_file(path: Path, content: bytes) -> None:
+    """Write ``content`` to a new file readable by its owner only, then rename it over ``path``."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
-                          + root_cert.public_bytes(serialization.Encoding.PEM))
+        handle.write(content)
+    os.replace(temporary, path)
 
 
-def server_certificate_covers(cert_path: Path, host: str, now: datetime) -> bool:
-    """True when the stored TLS certificate names ``host`` and is valid for a week more."""
+def server_certificate_covers(cert_path: Path, hosts: list[str], now: datetime) -> bool:
+    """True when the stored TLS certificate names every one of ``hosts`` and is valid for a week more."""
     if not cert_path.exists():
         return False
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     if cert.not_valid_after_utc < now + timedelta(days=7):
         return False
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    try:
-        return ipaddress.ip_address(host) in san.get_values_for_type(x509.IPAddress)
-    except ValueError:
-        return host.lower() in san.get_values_for_type(x509.DNSName)
+    for host in hosts:
+        try:
+            covered = ipaddress.ip_address(host) in san.get_values_for_type(x509.IPAddress)
+        except ValueError:
+            covered = host.lower() in san.get_values_for_type(x509.DNSName)
+        if not covered:
+            return False
+    return True
