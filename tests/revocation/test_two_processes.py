@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography import x509
 
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv, free_port
-from tests.support.server import FleetcaServer
+from tests.support.server import FleetcaError, FleetcaServer
 
 OBSERVE_SECONDS = 8.0
 SHARDS = 2
@@ -80,3 +81,28 @@ def test_two_processes_share_crl_numbers(tmp_path: Path, dns_server: ChallTestSr
     # Across both processes' logs, no shard was stored twice under one number.
     assert len(events) == len(set(events))
     assert len(events) >= 2 * SHARDS
+
+
+def test_process_with_other_crl_url_refuses_to_start(tmp_path: Path, dns_server: ChallTestSrv,
+                                                     validation_ports: ChallengePorts) -> None:
+    first = FleetcaServer(tmp_path / "data", dns_server.dns_address, validation_ports,
+                          http_public_url=f"http://127.0.0.1:{free_port()}", env=FAST_SCHEDULE)
+    other = FleetcaServer(tmp_path / "data", dns_server.dns_address, validation_ports,
+                          database_url=first.database_url, http_public_url="http://crl.elsewhere.example",
+                          env=FAST_SCHEDULE)
+    other.log_path = tmp_path / "other-serve.log"
+    first.init()
+    first.start()
+    try:
+        deadline = time.monotonic() + OBSERVE_SECONDS
+        while first.query("SELECT count(*) FROM crl_shards")[0][0] < SHARDS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with pytest.raises(FleetcaError) as failure:
+            other.start()
+    finally:
+        other.stop()
+        first.stop()
+        first.drop_database()
+
+    assert "is published at" in str(failure.value)
+    assert "http://crl.elsewhere.example/crl/default/0.crl" in str(failure.value)

@@ -39,6 +39,9 @@ def ensure_root_crl(settings: Settings, now: datetime) -> bool:
     The CRL number is the signing time in seconds, so it increases across
     processes and restarts without shared state.
     """
+    # NOTE: the root CRL lives in the data directory, not the database, so
+    # machines behind one load balancer that re-sign it at different times
+    # serve different CRLs (docs/operations.md, "Several machines").
     path = root_crl_path(settings)
     if path.exists():
         current = x509.load_der_x509_crl(path.read_bytes())

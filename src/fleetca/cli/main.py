@@ -91,6 +91,7 @@ def serve(
     from fleetca.logs import configure_logging
     from fleetca.acme.context import AcmeContext
     from fleetca.revocation.listener import coalescing_protocol, listening_socket, run_workers, serve_all
+    from fleetca.revocation.publisher import published_url_conflict
     from fleetca.revocation.routes import create_http_app
     from fleetca.signing.authority import issue_server_tls_certificate, server_certificate_covers
 
@@ -134,6 +135,10 @@ def serve(
         return
     if not ctx.cas:
         _fail(f"no active issuing CA in {data_dir}; create one with `fleetca ca create`")
+    conflict = published_url_conflict(ctx.database, ctx.cas, settings.server.http_base_url())
+    if conflict:
+        _fail(f"{conflict}; give every fleetca process on this database the same --http-public-url "
+              "(server.http_public_url)")
 
     def make_configs(context: AcmeContext) -> list[uvicorn.Config]:
         acme_app = create_app(context)

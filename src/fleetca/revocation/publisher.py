@@ -56,6 +56,29 @@ def crl_number(previous: int | None, this_update: datetime) -> int:
     return max(from_clock, (previous or 0) + 1)
 
 
+def published_url_conflict(database: Database, cas: dict[str, IssuingCa], http_base: str | None) -> str | None:
+    """Describe how ``http_base`` differs from the URL the CRL shards are published at, or return None.
+
+    Certificates name their shard's URL, so a process whose URL differs would
+    issue certificates whose CRL it never publishes. The first published
+    shard of each CA is checked, since the publisher keeps each shard at
+    the URL it was first published at.
+    """
+    if http_base is None:
+        return None
+    with database.read() as repo:
+        first = {name: repo.first_crl_shard(name) for name in cas}
+    for name, found in first.items():
+        if found is None:
+            continue
+        shard, der = found
+        published = distribution_point_url(der)
+        expected = crl_url(http_base, name, shard)
+        if published is not None and published != expected:
+            return f"CRL shard {name}/{shard} is published at {published}, but this process would name {expected}"
+    return None
+
+
 def distribution_point_url(der: bytes) -> str | None:
     """Return the URL in a CRL's issuingDistributionPoint, or None without one."""
     try:

@@ -194,6 +194,8 @@ _CRL_SHARD_STATES = select_by(crl_shards, crl_shards.c.ca_name, columns=[
     crl_shards.c.shard, crl_shards.c.number, crl_shards.c.this_update, crl_shards.c.next_update])
 _CRL_SHARD = select_by(crl_shards, crl_shards.c.ca_name, crl_shards.c.shard)
 _INSERT_CRL_SHARD = insert_into(crl_shards, suffix=" ON CONFLICT DO NOTHING")
+_FIRST_CRL_SHARD = Statement("SELECT shard, der FROM crl_shards WHERE ca_name = ? ORDER BY shard LIMIT 1",
+                             [crl_shards.c.ca_name], [crl_shards.c.shard, crl_shards.c.der])
 _REPLACE_CRL_SHARD = Statement(
     "UPDATE crl_shards SET number = ?, this_update = ?, next_update = ?, der = ? "
     "WHERE ca_name = ? AND shard = ? AND number = ?",
@@ -654,6 +656,11 @@ class Repository:
         if values is not None:
             values["der"] = bytes(values["der"])
         return values
+
+    def first_crl_shard(self, ca_name: str) -> tuple[int, bytes] | None:
+        """The lowest published shard number of ``ca_name`` and its CRL, or None before the first publication."""
+        row = self.session.first(_FIRST_CRL_SHARD, [ca_name])
+        return (row[0], bytes(row[1])) if row else None
 
     def store_crl_shard(self, ca_name: str, shard: int, previous_number: int | None, number: int,
                         this_update: datetime, next_update: datetime, der: bytes) -> bool:
