@@ -48,6 +48,11 @@ def test_init_key_files_are_private(data_dir: Path) -> None:
         assert b"ENCRYPTED" not in key.read_bytes()
 
 
+def test_init_root_certificate_is_readable(data_dir: Path) -> None:
+    assert stat.S_IMODE((data_dir / "root.pem").stat().st_mode) == 0o644
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
 def test_init_refuses_existing_directory(data_dir: Path) -> None:
     before = {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file() and not p.name.startswith("fleetca.db")}
     result = run_fleetca("init", "--data-dir", str(data_dir), "--permit-dns", "other.example.test", check=False)

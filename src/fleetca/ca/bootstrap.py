@@ -67,6 +67,8 @@ def _populate(data_dir: Path, ca_name: str, constraints: NameConstraints, now: d
     try:
         root = create_root(settings.root_key_path, organization, now)
         settings.root_certificate_path.write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))
+        # The root certificate is handed to every relying party; the directory itself stays private.
+        settings.root_certificate_path.chmod(0o644)
         ensure_root_crl(settings, now)
         with database.transaction() as repo:
             repo.audit(now, "ca.root.created", None, {

@@ -100,9 +100,10 @@ def revoke_command(
     settings, database = _open(data_dir, database_url)
     try:
         result = revoke(database, selection, code, SystemClock().now(), getpass.getuser())
-        console.print(f"revoked {len(result.revoked)} of {result.matched} matching unexpired certificate(s); "
-                      f"running servers publish the CRL shards within {settings.crl.check_seconds:g} s, "
-                      "and OCSP responses show the revocation at once")
+        console.print(f"revoked {len(result.revoked)} of {result.matched} matching unexpired, unrevoked "
+                      f"certificate(s); running servers publish the CRL shards within "
+                      f"{settings.crl.check_seconds:g} s, and fleetca's OCSP responder reports the revocation "
+                      "at once")
     except SelectionError as exc:
         _fail(str(exc))
     finally:
