@@ -43,6 +43,7 @@ def _database(data_dir: Path, database_url: str | None) -> Database:
 def create(
     ca: str = typer.Option(..., "--ca", help="Issuing CA the key binds accounts to."),
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="fleetca data directory."),
+    database_url: Optional[str] = DatabaseUrlOption,
     key_id: Optional[str] = typer.Option(None, "--key-id", help="Key id to use; random when omitted."),
     description: str = typer.Option("", "--description", help="Free text shown by `eab list`."),
     expires_in: Optional[str] = typer.Option(None, "--expires-in", help="Lifetime of the key, e.g. 12h or 30d."),
@@ -96,6 +97,7 @@ def create(
 def list_keys(
     ca: str = typer.Option(..., "--ca", help="Issuing CA whose keys to list."),
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="fleetca data directory."),
+    database_url: Optional[str] = DatabaseUrlOption,
 ) -> None:
     """List the EAB keys of a CA, without their secrets."""
     with _database(data_dir, database_url).transaction() as repo:
@@ -114,6 +116,7 @@ def list_keys(
 def revoke(
     key_id: str = typer.Argument(..., help="The EAB key id."),
     data_dir: Path = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="fleetca data directory."),
+    database_url: Optional[str] = DatabaseUrlOption,
     deactivate_accounts: bool = typer.Option(False, "--deactivate-accounts",
                                              help="Also deactivate every account bound to the key."),
 ) -> None:
