@@ -364,6 +364,34 @@ def test_cli_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_pa
     assert "default" in listed.stdout
 
 
+def test_serve_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("keys", "cas"):
+        shutil.copytree(server.data_dir / name, copy / name)
+    shutil.copy(server.root_pem, copy / "root.pem")
+
+    result = run_fleetca("serve", "--data-dir", str(copy), "--listen", "127.0.0.1:1", check=False)
+
+    assert result.returncode == 1
+    assert "no database at" in result.stderr
+    assert not (copy / "fleetca.db").exists()
+
+
+def test_init_on_database_with_cas_rejected(server: FleetcaServer, tmp_path: Path) -> None:
+    database_url = server.database_url or f"sqlite:///{(server.data_dir / 'fleetca.db').resolve()}"
+    roots = "SELECT count(*) FROM audit_events WHERE event = 'ca.root.created'"
+    before = server.query(roots)[0][0]
+
+    result = run_fleetca("init", "--data-dir", str(tmp_path / "second"), "--permit-dns", "devices.example.test",
+                         "--database-url", database_url, check=False)
+
+    assert result.returncode == 1
+    assert "already holds issuing CAs" in result.stderr
+    assert not (tmp_path / "second" / "keys").exists()
+    assert server.query(roots)[0][0] == before
+
+
 # name: (CA name, shard number in the URL)
 MISSING_CRL_CASES = {
     "shard-past-configured": ("default", int(SERVER_ENV["FLEETCA_CRL__SHARDS"])),

@@ -14,7 +14,11 @@ import httpx
 import pytest
 from cryptography import x509
 
+from fleetca.revocation.publisher import distribution_point_url
 from tests.interop.challtestsrv import ChallengePorts, ChallTestSrv, free_port
+from tests.acme.test_flow import issue
+from tests.support.acme_client import AcmeClient
+from tests.support.responder import HttpResponder
 from tests.support.server import FleetcaError, FleetcaServer
 
 OBSERVE_SECONDS = 8.0
@@ -83,20 +87,43 @@ def test_two_processes_share_crl_numbers(tmp_path: Path, dns_server: ChallTestSr
     assert len(events) >= 2 * SHARDS
 
 
-def test_process_with_other_crl_url_refuses_to_start(tmp_path: Path, dns_server: ChallTestSrv,
-                                                     validation_ports: ChallengePorts) -> None:
+OTHER_CRL_BASE = "http://crl.elsewhere.example"
+
+
+def wait_for_shards(server: FleetcaServer, base_url: str) -> list[str | None]:
+    """Wait until every shard is published under ``base_url``; return the URL each shard names."""
+    deadline = time.monotonic() + OBSERVE_SECONDS
+    while True:
+        urls = [distribution_point_url(bytes(der))
+                for (der,) in server.query("SELECT der FROM crl_shards ORDER BY shard")]
+        if (len(urls) >= SHARDS and all(url and url.startswith(base_url) for url in urls)) \
+                or time.monotonic() > deadline:
+            return urls
+        time.sleep(0.2)
+
+
+def crl_pair(tmp_path: Path, dns_server: ChallTestSrv,
+             validation_ports: ChallengePorts) -> tuple[FleetcaServer, FleetcaServer]:
+    """Two servers on one data directory and database that name different CRL URLs."""
     first = FleetcaServer(tmp_path / "data", dns_server.dns_address, validation_ports,
                           http_public_url=f"http://127.0.0.1:{free_port()}", env=FAST_SCHEDULE)
     other = FleetcaServer(tmp_path / "data", dns_server.dns_address, validation_ports,
-                          database_url=first.database_url, http_public_url="http://crl.elsewhere.example",
-                          env=FAST_SCHEDULE)
+                          database_url=first.database_url, http_public_url=OTHER_CRL_BASE, env=FAST_SCHEDULE)
     other.log_path = tmp_path / "other-serve.log"
+    return first, other
+
+
+def test_process_with_other_crl_url_refuses_to_start(tmp_path: Path, dns_server: ChallTestSrv,
+                                                     validation_ports: ChallengePorts,
+                                                     responder: HttpResponder) -> None:
+    first, other = crl_pair(tmp_path, dns_server, validation_ports)
     first.init()
     first.start()
     try:
-        deadline = time.monotonic() + OBSERVE_SECONDS
-        while first.query("SELECT count(*) FROM crl_shards")[0][0] < SHARDS and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_shards(first, first.http_base_url)
+        client = AcmeClient(first.directory_url(), first.root_pem)
+        assert client.new_account().status == 201
+        issue(client, responder, ["crl-url.devices.example.test"])
         with pytest.raises(FleetcaError) as failure:
             other.start()
     finally:
@@ -105,4 +132,23 @@ def test_process_with_other_crl_url_refuses_to_start(tmp_path: Path, dns_server:
         first.drop_database()
 
     assert "is published at" in str(failure.value)
-    assert "http://crl.elsewhere.example/crl/default/0.crl" in str(failure.value)
+    assert f"{OTHER_CRL_BASE}/crl/default/0.crl" in str(failure.value)
+
+
+def test_crl_url_moves_before_first_certificate(tmp_path: Path, dns_server: ChallTestSrv,
+                                                validation_ports: ChallengePorts) -> None:
+    first, other = crl_pair(tmp_path, dns_server, validation_ports)
+    first.init()
+    first.start()
+    try:
+        before = wait_for_shards(first, first.http_base_url)
+        first.stop()
+        other.start()
+        after = wait_for_shards(other, OTHER_CRL_BASE)
+    finally:
+        other.stop()
+        first.stop()
+        first.drop_database()
+
+    assert before == [f"{first.http_base_url}/crl/default/{shard}.crl" for shard in range(SHARDS)]
+    assert after == [f"{OTHER_CRL_BASE}/crl/default/{shard}.crl" for shard in range(SHARDS)]

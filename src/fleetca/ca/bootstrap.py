@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import inspect, text
 
 from fleetca.ca.constraints import NameConstraints
 from fleetca.ca.ca_profiles import STRICT, IssuingCaSpec
@@ -16,7 +17,7 @@ from fleetca.ca.issuing import IssuingCaError, add_issuing_ca, check_ca_name
 from fleetca.settings import SETTINGS_FILE, Settings, load_settings, write_settings_file
 from fleetca.signing.authority import create_root
 from fleetca.signing.keys import passphrase
-from fleetca.storage.database import Database, migrate
+from fleetca.storage.database import Database, make_engine, migrate
 
 DEFAULT_ORGANIZATION = "fleetca"
 
@@ -38,6 +39,20 @@ def existing_state(data_dir: Path) -> list[str]:
     return [n for n in names if (data_dir / n).exists()]
 
 
+def database_has_issuing_cas(url: str) -> bool:
+    """True when the database at ``url`` already has fleetca's schema and at least one issuing CA."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return False
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("issuing_cas"):
+                return False
+            return conn.execute(text("SELECT count(*) FROM issuing_cas")).scalar_one() > 0
+    finally:
+        engine.dispose()
+
+
 def initialize(data_dir: Path, ca_name: str, constraints: NameConstraints, now: datetime,
                organization: str = DEFAULT_ORGANIZATION, database_url: str | None = None) -> InitResult:
     """Create a new data directory with a private root and one constrained issuing CA."""
@@ -47,6 +62,10 @@ def initialize(data_dir: Path, ca_name: str, constraints: NameConstraints, now: 
     if found:
         raise InitError(f"{data_dir} is already initialised (found {', '.join(found)}); "
                         "refusing to overwrite it. Use a new --data-dir, or `fleetca ca create` to add a CA.")
+    if database_url and database_has_issuing_cas(database_url):
+        raise InitError("the database already holds issuing CAs, which another data directory's root "
+                        "signed; to run another process on it, copy fleetca.toml, root.pem, root.crl, cas/ and "
+                        "keys/ from that data directory instead of running init")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     # Keys, the database (which contains the nonce HMAC key) and settings are private to the CA's user.

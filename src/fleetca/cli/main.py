@@ -91,6 +91,7 @@ def serve(
     from fleetca.logs import configure_logging
     from fleetca.acme.context import AcmeContext
     from fleetca.revocation.listener import coalescing_protocol, listening_socket, run_workers, serve_all
+    from fleetca.cli.opening import missing_database
     from fleetca.revocation.publisher import published_url_conflict
     from fleetca.revocation.routes import create_http_app
     from fleetca.signing.authority import issue_server_tls_certificate, server_certificate_covers
@@ -119,8 +120,14 @@ def serve(
             validation[key] = value
     try:
         settings = load_settings(data_dir, server=server, validation=validation or None, database_url=database_url)
+        # A data directory copied without its settings would otherwise get a new, empty SQLite database.
+        missing = missing_database(settings)
+        if missing:
+            _fail(missing)
         host, port = parse_host_port(settings.server.listen)
         now = SystemClock().now()
+        # NOTE: the certificate and the root CRL are renewed only here, at start,
+        # so a process must be restarted before either runs out (docs/operations.md).
         tls_names = settings.tls_names()
         if not server_certificate_covers(settings.tls_certificate_path, tls_names, now):
             settings.tls_certificate_path.parent.mkdir(exist_ok=True)

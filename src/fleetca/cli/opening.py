@@ -19,13 +19,22 @@ class MissingDatabase(Exception):
     """The settings name a SQLite file that does not exist, so the command would work on an empty database."""
 
 
+def missing_database(settings: Settings) -> str | None:
+    """Explain why the settings name no existing database, or return None when they do."""
+    if settings.database_url:
+        return None
+    path = settings.data_dir / "fleetca.db"
+    if path.exists():
+        return None
+    return (f"no database at {path}: pass --database-url, set database_url in "
+            f"{settings.data_dir / SETTINGS_FILE} or FLEETCA_DATABASE_URL, or create a data directory with "
+            "`fleetca init`")
+
+
 def open_data_dir(data_dir: Path, database_url: str | None = None, **overrides: Any) -> tuple[Settings, Database]:
     """Load the settings of ``data_dir`` and open its database; raise MissingDatabase instead of creating one."""
     settings = load_settings(data_dir, database_url=database_url, **overrides)
-    if not settings.database_url:
-        path = settings.data_dir / "fleetca.db"
-        if not path.exists():
-            raise MissingDatabase(
-                f"no database at {path}: pass --database-url, set database_url in {data_dir / SETTINGS_FILE} "
-                "or FLEETCA_DATABASE_URL, or create a data directory with `fleetca init`")
+    message = missing_database(settings)
+    if message:
+        raise MissingDatabase(message)
     return settings, Database.of(settings)

@@ -67,7 +67,8 @@ def published_url_conflict(database: Database, cas: dict[str, IssuingCa], http_b
     if http_base is None:
         return None
     with database.read() as repo:
-        first = {name: repo.first_crl_shard(name) for name in cas}
+        # A CA without certificates may still move its CRL URL.
+        first = {name: repo.first_crl_shard(name) for name in cas if repo.has_certificates(name)}
     for name, found in first.items():
         if found is None:
             continue
@@ -125,7 +126,7 @@ class CrlPublisher:
         published: list[PublishedShard] = []
         try:
             for ca in self.cas.values():
-                for shard in self.due_shards(ca, force=force):
+                for shard in self.due_shards(ca, force=force, http_base=http_base):
                     if not self.lease.extend_if_due(self.clock.now()):
                         log.warning("lost the %s lease; leaving the remaining shards to its new holder", LEASE_NAME)
                         return published
@@ -137,15 +138,22 @@ class CrlPublisher:
                 self.lease.release()
         return published
 
-    def due_shards(self, ca: IssuingCa, *, force: bool = False) -> list[int]:
-        """The shards of ``ca`` that are missing, due by schedule, or missing a revocation."""
+    def due_shards(self, ca: IssuingCa, *, force: bool = False, http_base: str | None = None) -> list[int]:
+        """Return the shards of ``ca`` that are missing, due by schedule, or missing a revocation.
+
+        With ``http_base``, every shard is due when the CA has no certificates
+        and its shards were published under another URL, so the URL moves.
+        """
         now = self.clock.now()
         with self.database.transaction() as repo:
             states = repo.crl_shard_states(ca.name)
             highest = repo.highest_crl_shard(ca.name)
+            first = repo.first_crl_shard(ca.name) if highest is None and http_base is not None else None
         count = max([self.settings.crl.shards, (highest + 1) if highest is not None else 0,
                      *(shard + 1 for shard in states)])
-        if force:
+        moved = (first is not None and http_base is not None
+                 and distribution_point_url(first[1]) != crl_url(http_base, ca.name, first[0]))
+        if force or moved:
             return list(range(count))
 
         regenerate = self.settings.crl.regenerate
@@ -198,12 +206,17 @@ class CrlPublisher:
         with self.database.transaction() as repo:
             previous = repo.get_crl_shard(ca.name, shard)
             rows = repo.revoked_in_shard(ca.name, shard, keep_after)
+            certificates_exist = previous is not None and repo.has_certificates(ca.name)
         url = crl_url(http_base, ca.name, shard)
 
         # Certificates already name the URL of the published shard, so a process
         # configured with another URL must not replace it.
         published_url = distribution_point_url(previous["der"]) if previous is not None else None
-        if published_url is not None and published_url != url:
+        if published_url is not None and published_url != url and not certificates_exist:
+            # No certificate names a CRL URL of this CA yet, so the URL may still move.
+            log.warning("moving CRL shard %s/%d from %s to %s; no certificate of the CA names it yet",
+                        ca.name, shard, published_url, url)
+        elif published_url is not None and published_url != url:
             log.error("not publishing CRL shard %s/%d: it is published at %s, but this process would name %s; "
                       "give every fleetca process the same server.http_public_url",
                       ca.name, shard, published_url, url)

@@ -148,6 +148,7 @@ _REVOCATIONS_SINCE = Statement(
     "SELECT ca_name, crl_shard, serial, revoked_at FROM certificates WHERE revoked_at >= ?",
     [X.revoked_at], [X.ca_name, X.crl_shard, X.serial, X.revoked_at])
 _HIGHEST_CRL_SHARD = Statement("SELECT max(crl_shard) FROM certificates WHERE ca_name = ?", [X.ca_name])
+_ANY_CERTIFICATE_OF_CA = Statement("SELECT 1 FROM certificates WHERE ca_name = ? LIMIT 1", [X.ca_name])
 # EXISTS looks the earlier replacing order up by its key; an IN list of all
 # failed orders would scan the orders table.
 _MARK_CERTIFICATE_REPLACED = Statement(
@@ -647,6 +648,9 @@ class Repository:
         """The highest shard any certificate of the CA was assigned, or None without certificates."""
         return self.session.scalars(_HIGHEST_CRL_SHARD, [ca_name])[0]
 
+    def has_certificates(self, ca_name: str) -> bool:
+        return self.session.first(_ANY_CERTIFICATE_OF_CA, [ca_name]) is not None
+
     def crl_shard_states(self, ca_name: str) -> dict[int, tuple[int, datetime, datetime]]:
         """Shard -> (number, this_update, next_update) of the CA's published shards."""
         return {r[0]: (r[1], r[2], r[3]) for r in self.session.rows(_CRL_SHARD_STATES, [ca_name])}
@@ -658,7 +662,7 @@ class Repository:
         return values
 
     def first_crl_shard(self, ca_name: str) -> tuple[int, bytes] | None:
-        """The lowest published shard number of ``ca_name`` and its CRL, or None before the first publication."""
+        """Return the lowest published shard number of ``ca_name`` and its CRL, or None before the first publication."""
         row = self.session.first(_FIRST_CRL_SHARD, [ca_name])
         return (row[0], bytes(row[1])) if row else None
 
