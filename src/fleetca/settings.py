@@ -51,6 +51,9 @@ class ServerSettings(BaseModel):
         default=None,
         description="Base URL that certificates name for CRLs and OCSP, e.g. http://pki.vendor.example; "
                     "defaults to http://HTTP_LISTEN. Every process on one database must use the same value.")
+    renewal_check_seconds: float = Field(
+        default=3600, gt=0, le=86400,
+        description="How often a running server checks whether its TLS certificate or the root CRL nears its end")
 
     @field_validator("listen")
     @classmethod
@@ -235,11 +238,8 @@ class Settings(BaseSettings):
 
     @property
     def tls_certificate_path(self) -> Path:
+        """Return the file with the ACME server's TLS certificate, the root after it, and its key."""
         return self.data_dir / "tls" / f"{self._tls_stem()}.pem"
-
-    @property
-    def tls_key_path(self) -> Path:
-        return self.data_dir / "tls" / f"{self._tls_stem()}.key"
 
     def tls_names(self) -> list[str]:
         """The host names and addresses the ACME server's TLS certificate must name.

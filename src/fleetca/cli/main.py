@@ -90,7 +90,13 @@ def serve(
     from fleetca.acme.app import build_context, create_app
     from fleetca.logs import configure_logging
     from fleetca.acme.context import AcmeContext
-    from fleetca.revocation.listener import coalescing_protocol, listening_socket, run_workers, serve_all
+    from fleetca.revocation.listener import (
+        CredentialRenewal,
+        coalescing_protocol,
+        listening_socket,
+        run_workers,
+        serve_all,
+    )
     from fleetca.cli.opening import missing_database
     from fleetca.revocation.publisher import published_url_conflict
     from fleetca.revocation.routes import create_http_app
@@ -125,17 +131,21 @@ def serve(
         if missing:
             _fail(missing)
         host, port = parse_host_port(settings.server.listen)
-        now = SystemClock().now()
-        # NOTE: the certificate and the root CRL are renewed only here, at start,
-        # so a process must be restarted before either runs out (docs/operations.md).
         tls_names = settings.tls_names()
-        if not server_certificate_covers(settings.tls_certificate_path, tls_names, now):
-            settings.tls_certificate_path.parent.mkdir(exist_ok=True)
-            issue_server_tls_certificate(tls_names, settings.root_certificate_path, settings.root_key_path,
-                                         settings.tls_certificate_path, settings.tls_key_path, now)
+
+        def renew_credentials() -> None:
+            # The server's TLS certificate and the root CRL, each when it nears its end.
+            now = SystemClock().now()
+            if not server_certificate_covers(settings.tls_certificate_path, tls_names, now):
+                settings.tls_certificate_path.parent.mkdir(exist_ok=True)
+                issue_server_tls_certificate(tls_names, settings.root_certificate_path, settings.root_key_path,
+                                             settings.tls_certificate_path, now)
+            ensure_root_crl(settings, now)
+
+        renew_credentials()
+        renewal = CredentialRenewal(renew_credentials, settings.server.renewal_check_seconds)
         # Serving a data directory created by an older fleetca brings its schema up to date first.
         migrate(settings.resolved_database_url())
-        ensure_root_crl(settings, now)
         ctx = build_context(settings)
     except (ValueError, KeyFileError) as exc:
         _fail(str(exc))
@@ -150,8 +160,9 @@ def serve(
     def make_configs(context: AcmeContext) -> list[uvicorn.Config]:
         acme_app = create_app(context)
         # No Server header: it would name the server software to every client.
+        # The certificate file contains the key as well (see issue_server_tls_certificate).
         configs = [uvicorn.Config(acme_app, host=host, port=port, ssl_certfile=str(settings.tls_certificate_path),
-                                  ssl_keyfile=str(settings.tls_key_path), log_config=None, access_log=False,
+                                  log_config=None, access_log=False,
                                   log_level=log_level, timeout_graceful_shutdown=5, http=coalescing_protocol(),
                                   server_header=False)]
         if settings.server.http_listen:
@@ -164,7 +175,7 @@ def serve(
         return configs
 
     if workers == 1:
-        serve_all(make_configs(ctx))
+        serve_all(make_configs(ctx), renewal=renewal)
         return
 
     # Each worker binds its own listening sockets with SO_REUSEPORT, so the
@@ -180,7 +191,7 @@ def serve(
         configure_logging(log_level)
         sockets = [listening_socket(address_host, address_port, reuse_port=True)
                    for address_host, address_port in addresses]
-        serve_all(make_configs(build_context(settings)), sockets)
+        serve_all(make_configs(build_context(settings)), sockets, renewal)
 
     raise typer.Exit(code=run_workers(workers, worker))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
+
+log = logging.getLogger("fleetca.server")
 
 
 class _QuietServer(uvicorn.Server):
@@ -26,7 +29,42 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-async def _serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket] | None = None) -> None:
+class CredentialRenewal:
+    """Renews the server's credentials while it runs, and reloads its TLS certificate file when it changes.
+
+    ``renew`` re-issues what nears its end; it runs every ``every_seconds``.
+    Several worker processes share one certificate file, so each reloads the
+    file whenever its modification time changes, whichever process wrote it.
+    """
+
+    def __init__(self, renew: Callable[[], None], every_seconds: float) -> None:
+        self.renew = renew
+        self.every_seconds = every_seconds
+
+    async def run(self, configs: list[uvicorn.Config]) -> None:
+        loaded = {config.ssl_certfile: _modified(config.ssl_certfile) for config in configs if config.ssl_certfile}
+        while True:
+            await asyncio.sleep(self.every_seconds)
+            try:
+                self.renew()
+                for config in configs:
+                    if config.ssl is None or not config.ssl_certfile:
+                        continue
+                    modified = _modified(config.ssl_certfile)
+                    if modified != loaded.get(config.ssl_certfile):
+                        config.ssl.load_cert_chain(config.ssl_certfile)
+                        loaded[config.ssl_certfile] = modified
+                        log.info("loaded a new TLS certificate from %s", config.ssl_certfile)
+            except Exception:
+                log.exception("renewing the server's TLS certificate or the root CRL failed; will retry")
+
+
+def _modified(path: str | os.PathLike[str]) -> int:
+    return os.stat(path).st_mtime_ns
+
+
+async def _serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket] | None = None,
+                     renewal: CredentialRenewal | None = None) -> None:
     servers = [_QuietServer(config) for config in configs]
 
     def stop() -> None:
@@ -49,12 +87,15 @@ async def _serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket]
         tasks = [asyncio.create_task(server.serve()) for server in servers]
     else:
         tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in zip(servers, sockets)]
+    renewing = loop.create_task(renewal.run(configs)) if renewal is not None else None
     try:
         # When one server stops (or fails to bind its port), the others stop too.
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop()
         await asyncio.gather(*tasks)
     finally:
+        if renewing is not None:
+            renewing.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
@@ -109,7 +150,8 @@ def coalescing_protocol() -> type | str:
     return CoalescingHttpToolsProtocol
 
 
-def serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket] | None = None) -> None:
+def serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket] | None = None,
+              renewal: CredentialRenewal | None = None) -> None:
     """Serve every config until SIGINT or SIGTERM, or until one of them fails to start.
 
     With ``sockets`` (one per config, already listening) the servers accept on
@@ -119,9 +161,9 @@ def serve_all(configs: list[uvicorn.Config], sockets: list[socket.socket] | None
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve_all(configs, sockets))
+        asyncio.run(_serve_all(configs, sockets, renewal))
     else:
-        uvloop.run(_serve_all(configs, sockets))
+        uvloop.run(_serve_all(configs, sockets, renewal))
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

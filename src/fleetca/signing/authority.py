@@ -131,12 +131,14 @@ def sign_root_crl(root_cert_path: Path, root_key_path: Path, number: int, now: d
 
 
 def issue_server_tls_certificate(hosts: list[str], root_cert_path: Path, root_key_path: Path,
-                                 cert_path: Path, key_path: Path, now: datetime) -> None:
+                                 path: Path, now: datetime) -> None:
     """Issue the ACME server's own TLS certificate for ``hosts`` directly from the root.
 
     The issuing CAs cannot issue it because their name constraints cover only
     device names, while the server is reached at an operator's host name.
-    Both files are replaced by renaming, so a process never reads half of one.
+    The certificate, the root and the key go into one file, replaced by
+    renaming, so a process that loads it never pairs a key with another
+    process's certificate.
     """
     root_cert = x509.load_pem_x509_certificate(root_cert_path.read_bytes())
     root_key = read_private_key(root_key_path)
@@ -170,11 +172,11 @@ def issue_server_tls_certificate(hosts: list[str], root_cert_path: Path, root_ke
     )
     builder = _key_ids(builder, key.public_key(), root_cert, root_key.public_key())
     cert = builder.sign(root_key, hashes.SHA384())
-    # The TLS key is written unencrypted because uvicorn loads it without a passphrase.
-    _replace_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
-    _replace_file(cert_path, cert.public_bytes(serialization.Encoding.PEM)
-                  + root_cert.public_bytes(serialization.Encoding.PEM))
+    # The TLS key is written unencrypted because the server loads it without a passphrase.
+    _replace_file(path, cert.public_bytes(serialization.Encoding.PEM)
+                  + root_cert.public_bytes(serialization.Encoding.PEM)
+                  + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
 
 
 def _replace_file(path: Path, content: bytes) -> None:
