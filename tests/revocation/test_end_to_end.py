@@ -342,13 +342,17 @@ def test_cli_publish_naming_other_url_fails(server: FleetcaServer) -> None:
     assert f"published {SERVER_ENV['FLEETCA_CRL__SHARDS']} CRL shard(s)" in same.stderr
 
 
-def test_cli_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
-    # What the docs say to copy to another machine: keys, root.pem and cas/, no settings file.
-    copy = tmp_path / "copy"
+def copy_without_settings(server: FleetcaServer, copy: Path) -> Path:
+    """Copy the keys, root.pem and cas/ of the server's data directory, but not its settings file."""
     copy.mkdir()
     for name in ("keys", "cas"):
         shutil.copytree(server.data_dir / name, copy / name)
     shutil.copy(server.root_pem, copy / "root.pem")
+    return copy
+
+
+def test_cli_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
+    copy = copy_without_settings(server, tmp_path / "copy")
     database_url = server.database_url or f"sqlite:///{(server.data_dir / 'fleetca.db').resolve()}"
 
     without = run_fleetca("crl", "status", "--data-dir", str(copy), check=False)
@@ -365,11 +369,7 @@ def test_cli_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_pa
 
 
 def test_serve_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for name in ("keys", "cas"):
-        shutil.copytree(server.data_dir / name, copy / name)
-    shutil.copy(server.root_pem, copy / "root.pem")
+    copy = copy_without_settings(server, tmp_path / "copy")
 
     result = run_fleetca("serve", "--data-dir", str(copy), "--listen", "127.0.0.1:1", check=False)
 
