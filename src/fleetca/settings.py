@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 SETTINGS_FILE = "fleetca.toml"
+# Listen addresses that mean every address of the machine, not a name clients use.
+WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("fleetca_toml_path", default=None)
 
 
@@ -242,20 +244,19 @@ class Settings(BaseSettings):
         return self.data_dir / "tls" / f"{self._tls_stem()}.pem"
 
     def tls_names(self) -> list[str]:
-        """The host names and addresses the ACME server's TLS certificate must name.
+        """Return the host names and addresses the ACME server's TLS certificate must name.
 
         They are the public URL's host, which clients and a load balancer that
         passes TLS through connect to, and the listen address unless it is a
         wildcard. A wildcard address with no public URL falls back to the
         loopback names.
         """
-        names: list[str] = []
         listen_host, _ = parse_host_port(self.server.listen)
-        if listen_host not in ("0.0.0.0", "::"):
-            names.append(listen_host)
         public_host = urlsplit(self.server.base_url()).hostname
-        if public_host and public_host not in names and public_host not in ("0.0.0.0", "::"):
-            names.append(public_host)
+        names: list[str] = []
+        for host in (listen_host, public_host):
+            if host and host not in names and host not in WILDCARD_ADDRESSES:
+                names.append(host)
         return names or ["localhost"]
 
     @property

@@ -152,13 +152,18 @@ class FleetcaServer:
         other.log_path = self.data_dir.parent / f"{self.data_dir.name}-{name}-serve.log"
         return other
 
+    def _database_engine(self) -> Engine:
+        """Return the engine for the server's database URL, made on first use."""
+        assert self.database_url is not None
+        if self._engine is None:
+            self._engine = create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg://"),
+                                         pool_size=1)
+        return self._engine
+
     def query(self, sql: str, **params: object) -> list[tuple]:
         """Run a read-only SQL query on the server's database, SQLite or PostgreSQL."""
         if self.database_url:
-            if self._engine is None:
-                self._engine = create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg://"),
-                                             pool_size=1)
-            with self._engine.connect() as conn:
+            with self._database_engine().connect() as conn:
                 return [tuple(row) for row in conn.execute(text(sql), params)]
         uri = f"{(self.data_dir / 'fleetca.db').resolve().as_uri()}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as conn:
@@ -167,10 +172,7 @@ class FleetcaServer:
     def execute(self, sql: str, **params: object) -> None:
         """Run one writing SQL statement on the server's database, as an operator's script would."""
         if self.database_url:
-            if self._engine is None:
-                self._engine = create_engine(self.database_url.replace("postgresql://", "postgresql+psycopg://"),
-                                             pool_size=1)
-            with self._engine.begin() as conn:
+            with self._database_engine().begin() as conn:
                 conn.execute(text(sql), params)
             return
         with closing(sqlite3.connect(self.data_dir / "fleetca.db", timeout=10)) as conn, conn:

@@ -18,8 +18,7 @@ from fleetca.ca.patterns import normalize_pattern, pattern_identifier
 from fleetca.ca.profiles import EKU_CHOICES, CertificateProfile
 from fleetca.cli.durations import parse_duration
 from fleetca.clock import SystemClock
-from fleetca.cli.opening import DatabaseUrlOption, MissingDatabase, open_data_dir
-from fleetca.settings import Settings
+from fleetca.cli.opening import DatabaseUrlOption, open_data_dir
 from fleetca.storage.database import Database
 
 ca_app = typer.Typer(help="Manage issuing CAs.", no_args_is_help=True)
@@ -45,14 +44,6 @@ CA_PROFILE_HELP = (
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code=1)
-
-
-def _open(data_dir: Path, database_url: str | None) -> tuple[Settings, Database]:
-    try:
-        return open_data_dir(data_dir, database_url)
-    except MissingDatabase as exc:
-        _fail(str(exc))
-        raise
 
 
 def _load_row(database: Database, name: str) -> dict[str, Any]:
@@ -90,7 +81,7 @@ def create(
                                                   "server.http_public_url from the settings."),
 ) -> None:
     """Create an issuing CA, signed by the private root or, with --external, by an outside root."""
-    settings, database = _open(data_dir, database_url)
+    settings, database = open_data_dir(data_dir, database_url)
     http_base = (http_public_url or settings.server.http_public_url or "").rstrip("/") or None
     if profile == BASELINE and http_base is None:
         _fail("the baseline profile writes the root's CRL and certificate URLs into the CA certificate; "
@@ -129,7 +120,7 @@ def import_certificate(
     database_url: Optional[str] = DatabaseUrlOption,
 ) -> None:
     """Install the signed certificate of an external CA after checking key, CA flag, constraints, EKU and chain."""
-    settings, database = _open(data_dir, database_url)
+    settings, database = open_data_dir(data_dir, database_url)
     try:
         cert = import_issuing_ca(settings, database, name, certificate.read_bytes(),
                                  chain.read_bytes() if chain else b"", SystemClock().now())
@@ -143,7 +134,7 @@ def import_certificate(
 @ca_app.command("list")
 def list_cas(data_dir: Path = DataDirOption, database_url: Optional[str] = DatabaseUrlOption) -> None:
     """List the issuing CAs with their status, profile and constraints."""
-    settings, database = _open(data_dir, database_url)
+    settings, database = open_data_dir(data_dir, database_url)
     with database.transaction() as repo:
         rows = repo.list_issuing_cas()
     table = Table("name", "status", "profile", "permitted DNS", "permitted IP", "directory")
@@ -158,7 +149,7 @@ def list_cas(data_dir: Path = DataDirOption, database_url: Optional[str] = Datab
 @ca_app.command("show")
 def show(name: str, data_dir: Path = DataDirOption, database_url: Optional[str] = DatabaseUrlOption) -> None:
     """Print an issuing CA's settings as JSON, then its certificate (or pending CSR) as PEM."""
-    _, database = _open(data_dir, database_url)
+    _, database = open_data_dir(data_dir, database_url)
     row = _load_row(database, name)
     print(json.dumps({"name": row["name"], "status": row["status"], "config": row["config"]}, indent=2))
     print((row["certificate_pem"] or "") + (row["chain_pem"] or "") or row["csr_pem"], end="")
@@ -186,7 +177,7 @@ def configure(
                                         "before the CA key signs it, and refuse it on any error."),
 ) -> None:
     """Change an issuing CA's issuance policy and settings; running servers pick them up when restarted."""
-    _, database = _open(data_dir, database_url)
+    _, database = open_data_dir(data_dir, database_url)
     row = _load_row(database, name)
     constraints = NameConstraints.from_json(row["config"]["constraints"])
     changes: dict[str, Any] = {}
@@ -229,7 +220,7 @@ def set_profile(
     default: bool = typer.Option(False, "--default", help="Use this profile when newOrder names none."),
 ) -> None:
     """Add or replace a certificate profile of an issuing CA."""
-    _, database = _open(data_dir, database_url)
+    _, database = open_data_dir(data_dir, database_url)
     row = _load_row(database, ca)
     config = dict(row["config"])
     try:
@@ -261,7 +252,7 @@ def set_profile(
 def remove_profile(ca: str, profile: str, data_dir: Path = DataDirOption,
                    database_url: Optional[str] = DatabaseUrlOption) -> None:
     """Remove a certificate profile; the default profile cannot be removed."""
-    _, database = _open(data_dir, database_url)
+    _, database = open_data_dir(data_dir, database_url)
     row = _load_row(database, ca)
     config = dict(row["config"])
     if config.get("default_profile") == profile:

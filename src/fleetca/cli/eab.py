@@ -17,8 +17,7 @@ from fleetca.ca.patterns import normalize_pattern, pattern_identifier
 from fleetca.acme.jws import b64url_encode
 from fleetca.cli.durations import parse_duration
 from fleetca.clock import SystemClock
-from fleetca.cli.opening import DatabaseUrlOption, MissingDatabase, open_data_dir
-from fleetca.storage.database import Database
+from fleetca.cli.opening import DatabaseUrlOption, open_data_dir
 
 eab_app = typer.Typer(help="Manage External Account Binding keys.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -29,14 +28,6 @@ HMAC_KEY_BYTES = 32
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code=1)
-
-
-def _database(data_dir: Path, database_url: str | None) -> Database:
-    try:
-        return open_data_dir(data_dir, database_url)[1]
-    except MissingDatabase as exc:
-        _fail(str(exc))
-        raise
 
 
 @eab_app.command("create")
@@ -63,11 +54,7 @@ def create(
     except ValueError as exc:
         _fail(str(exc))
         return
-    try:
-        settings, database = open_data_dir(data_dir, database_url)
-    except MissingDatabase as exc:
-        _fail(str(exc))
-        return
+    settings, database = open_data_dir(data_dir, database_url)
     cas = load_issuing_cas(database, settings.data_dir)
     if ca not in cas:
         _fail(f"no active issuing CA named {ca!r}; see `fleetca ca list`")
@@ -100,7 +87,8 @@ def list_keys(
     database_url: Optional[str] = DatabaseUrlOption,
 ) -> None:
     """List the EAB keys of a CA, without their secrets."""
-    with _database(data_dir, database_url).transaction() as repo:
+    _, database = open_data_dir(data_dir, database_url)
+    with database.transaction() as repo:
         rows = repo.list_eab_keys(ca)
     table = Table("key id", "description", "created", "expires", "accounts", "revoked", "pre-authorized")
     for row in rows:
@@ -122,7 +110,8 @@ def revoke(
 ) -> None:
     """Revoke an EAB key: it binds no new account and pre-authorizes nothing from now on."""
     now = SystemClock().now()
-    with _database(data_dir, database_url).transaction() as repo:
+    _, database = open_data_dir(data_dir, database_url)
+    with database.transaction() as repo:
         row = repo.get_eab_key(key_id)
         if row is None:
             _fail(f"no EAB key {key_id!r}")

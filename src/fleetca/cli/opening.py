@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.console import Console
 
 from fleetca.settings import SETTINGS_FILE, Settings, load_settings
 from fleetca.storage.database import Database
@@ -15,12 +16,8 @@ DatabaseUrlOption: Optional[str] = typer.Option(
     "fleetca.toml or FLEETCA_DATABASE_URL, else the directory's SQLite file.")
 
 
-class MissingDatabase(Exception):
-    """The settings name a SQLite file that does not exist, so the command would work on an empty database."""
-
-
 def missing_database(settings: Settings) -> str | None:
-    """Explain why the settings name no existing database, or return None when they do."""
+    """Return why the settings name no existing database, or None when they do."""
     if settings.database_url:
         return None
     path = settings.data_dir / "fleetca.db"
@@ -32,9 +29,14 @@ def missing_database(settings: Settings) -> str | None:
 
 
 def open_data_dir(data_dir: Path, database_url: str | None = None, **overrides: Any) -> tuple[Settings, Database]:
-    """Load the settings of ``data_dir`` and open its database; raise MissingDatabase instead of creating one."""
+    """Load the settings of ``data_dir`` and open its database.
+
+    When the settings name a SQLite file that does not exist, print why and
+    exit with status 1, instead of working on a new, empty database.
+    """
     settings = load_settings(data_dir, database_url=database_url, **overrides)
     message = missing_database(settings)
     if message:
-        raise MissingDatabase(message)
+        Console(stderr=True).print(f"[red]error:[/red] {message}")
+        raise typer.Exit(code=1)
     return settings, Database.of(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -22,10 +22,8 @@ from fleetca.revocation.operator import (
     renew_now,
     revoke,
 )
-from fleetca.cli.opening import DatabaseUrlOption, MissingDatabase, open_data_dir
-from fleetca.settings import Settings
+from fleetca.cli.opening import DatabaseUrlOption, open_data_dir
 from fleetca.signing.keys import KeyFileError
-from fleetca.storage.database import Database
 
 crl_app = typer.Typer(help="Publish and inspect the CRL shards.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -36,14 +34,6 @@ DataDirOption = typer.Option(DEFAULT_DATA_DIR, "--data-dir", help="Directory hol
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code=1)
-
-
-def _open(data_dir: Path, database_url: str | None, **overrides: Any) -> tuple[Settings, Database]:
-    try:
-        return open_data_dir(data_dir, database_url, **overrides)
-    except MissingDatabase as exc:
-        _fail(str(exc))
-        raise
 
 
 def parse_spread(text: str) -> timedelta:
@@ -97,7 +87,7 @@ def revoke_command(
     only_ca = ca is not None and Selection(ca_name=ca) == selection
     if only_ca and not all_of_ca:
         _fail(f"this revokes every certificate of issuing CA {ca}; add --all to confirm")
-    settings, database = _open(data_dir, database_url)
+    settings, database = open_data_dir(data_dir, database_url)
     try:
         result = revoke(database, selection, code, SystemClock().now(), getpass.getuser())
         console.print(f"revoked {len(result.revoked)} of {result.matched} matching unexpired, unrevoked "
@@ -133,7 +123,7 @@ def renew_now_command(
     except SelectionError as exc:
         _fail(str(exc))
         return
-    settings, database = _open(data_dir, database_url)
+    settings, database = open_data_dir(data_dir, database_url)
     try:
         changed = renew_now(database, selection, SystemClock().now(), getpass.getuser(), spread)
     except SelectionError as exc:
@@ -163,7 +153,7 @@ def crl_publish(
     from fleetca.revocation.publisher import CrlPublisher
 
     server = {"http_public_url": http_public_url} if http_public_url else None
-    settings, database = _open(data_dir, database_url, server=server)
+    settings, database = open_data_dir(data_dir, database_url, server=server)
     if settings.server.http_base_url() is None:
         database.dispose()
         _fail("no plain-HTTP URL is configured; set server.http_public_url or server.http_listen")
@@ -192,7 +182,7 @@ def crl_publish(
 def crl_status(data_dir: Path = DataDirOption, ca: Optional[str] = typer.Option(None, "--ca"),
                database_url: Optional[str] = DatabaseUrlOption) -> None:
     """List the published shards with their CRL number, thisUpdate and nextUpdate."""
-    settings, database = _open(data_dir, database_url)
+    settings, database = open_data_dir(data_dir, database_url)
     table = Table("CA", "shard", "number", "thisUpdate", "nextUpdate")
     with database.transaction() as repo:
         names = [ca] if ca else [row["name"] for row in repo.list_issuing_cas()]

@@ -25,6 +25,7 @@ from fleetca.revocation.shards import crl_url
 from fleetca.settings import Settings
 from fleetca.signing.crl import CrlSigner, RevokedEntry
 from fleetca.storage.database import Database
+from fleetca.storage.repository import Repository
 
 log = logging.getLogger("fleetca.crl")
 
@@ -57,27 +58,40 @@ def crl_number(previous: int | None, this_update: datetime) -> int:
 
 
 def published_url_conflict(database: Database, cas: dict[str, IssuingCa], http_base: str | None) -> str | None:
-    """Describe how ``http_base`` differs from the URL the CRL shards are published at, or return None.
+    """Return how ``http_base`` differs from the URL the CRL shards are published at, or None.
 
     Certificates name their shard's URL, so a process whose URL differs would
-    issue certificates whose CRL it never publishes. The first published
-    shard of each CA is checked, since the publisher keeps each shard at
-    the URL it was first published at.
+    issue certificates whose CRL it never publishes. A CA without certificates
+    may still move its URL, so only CAs with certificates are checked.
     """
     if http_base is None:
         return None
     with database.read() as repo:
-        # A CA without certificates may still move its CRL URL.
-        first = {name: repo.first_crl_shard(name) for name in cas if repo.has_certificates(name)}
-    for name, found in first.items():
-        if found is None:
-            continue
-        shard, der = found
-        published = distribution_point_url(der)
-        expected = crl_url(http_base, name, shard)
-        if published is not None and published != expected:
-            return f"CRL shard {name}/{shard} is published at {published}, but this process would name {expected}"
+        for name in cas:
+            if repo.highest_crl_shard(name) is None:
+                continue
+            mismatch = _crl_url_mismatch(repo, name, http_base)
+            if mismatch is not None:
+                shard, published, expected = mismatch
+                return f"CRL shard {name}/{shard} is published at {published}, but this process would name {expected}"
     return None
+
+
+def _crl_url_mismatch(repo: Repository, ca_name: str, http_base: str) -> tuple[int, str, str] | None:
+    """Return the CA's first published shard, its URL and the URL ``http_base`` gives it, when the two differ.
+
+    The first shard stands for all of them, since the publisher keeps each
+    shard at the URL it was first published at.
+    """
+    found = repo.first_crl_shard(ca_name)
+    if found is None:
+        return None
+    shard, der = found
+    published = distribution_point_url(der)
+    expected = crl_url(http_base, ca_name, shard)
+    if published is None or published == expected:
+        return None
+    return shard, published, expected
 
 
 def distribution_point_url(der: bytes) -> str | None:
@@ -148,11 +162,10 @@ class CrlPublisher:
         with self.database.transaction() as repo:
             states = repo.crl_shard_states(ca.name)
             highest = repo.highest_crl_shard(ca.name)
-            first = repo.first_crl_shard(ca.name) if highest is None and http_base is not None else None
+            moved = (highest is None and http_base is not None
+                     and _crl_url_mismatch(repo, ca.name, http_base) is not None)
         count = max([self.settings.crl.shards, (highest + 1) if highest is not None else 0,
                      *(shard + 1 for shard in states)])
-        moved = (first is not None and http_base is not None
-                 and distribution_point_url(first[1]) != crl_url(http_base, ca.name, first[0]))
         if force or moved:
             return list(range(count))
 
@@ -206,22 +219,23 @@ class CrlPublisher:
         with self.database.transaction() as repo:
             previous = repo.get_crl_shard(ca.name, shard)
             rows = repo.revoked_in_shard(ca.name, shard, keep_after)
-            certificates_exist = previous is not None and repo.has_certificates(ca.name)
         url = crl_url(http_base, ca.name, shard)
 
         # Certificates already name the URL of the published shard, so a process
-        # configured with another URL must not replace it.
+        # configured with another URL must not replace it. Until the CA has a
+        # certificate, no one names it, so the URL may still move.
         published_url = distribution_point_url(previous["der"]) if previous is not None else None
-        if published_url is not None and published_url != url and not certificates_exist:
-            # No certificate names a CRL URL of this CA yet, so the URL may still move.
+        if published_url is not None and published_url != url:
+            with self.database.read() as repo:
+                certificates_exist = repo.highest_crl_shard(ca.name) is not None
+            if certificates_exist:
+                log.error("not publishing CRL shard %s/%d: it is published at %s, but this process would name %s; "
+                          "give every fleetca process the same server.http_public_url",
+                          ca.name, shard, published_url, url)
+                self.skipped_urls[(ca.name, shard)] = published_url
+                return None
             log.warning("moving CRL shard %s/%d from %s to %s; no certificate of the CA names it yet",
                         ca.name, shard, published_url, url)
-        elif published_url is not None and published_url != url:
-            log.error("not publishing CRL shard %s/%d: it is published at %s, but this process would name %s; "
-                      "give every fleetca process the same server.http_public_url",
-                      ca.name, shard, published_url, url)
-            self.skipped_urls[(ca.name, shard)] = published_url
-            return None
 
         previous_number = previous["number"] if previous else None
         number = crl_number(previous_number, this_update)

@@ -148,7 +148,6 @@ _REVOCATIONS_SINCE = Statement(
     "SELECT ca_name, crl_shard, serial, revoked_at FROM certificates WHERE revoked_at >= ?",
     [X.revoked_at], [X.ca_name, X.crl_shard, X.serial, X.revoked_at])
 _HIGHEST_CRL_SHARD = Statement("SELECT max(crl_shard) FROM certificates WHERE ca_name = ?", [X.ca_name])
-_ANY_CERTIFICATE_OF_CA = Statement("SELECT 1 FROM certificates WHERE ca_name = ? LIMIT 1", [X.ca_name])
 # EXISTS looks the earlier replacing order up by its key; an IN list of all
 # failed orders would scan the orders table.
 _MARK_CERTIFICATE_REPLACED = Statement(
@@ -544,7 +543,7 @@ class Repository:
         return self.session.scalars(_ABANDONED_CHALLENGE_IDS, [started_before])
 
     def claim_abandoned_challenge(self, challenge_id: str, started_before: datetime, now: datetime) -> bool:
-        """Restart an abandoned challenge's clock at ``now``; return False when another process claimed it first."""
+        """Restart an abandoned challenge's clock at ``now``, or return False when another process claimed it first."""
         return self.session.rowcount(_CLAIM_ABANDONED_CHALLENGE, [now, challenge_id, started_before]) == 1
 
     # Certificates
@@ -647,9 +646,6 @@ class Repository:
     def highest_crl_shard(self, ca_name: str) -> int | None:
         """The highest shard any certificate of the CA was assigned, or None without certificates."""
         return self.session.scalars(_HIGHEST_CRL_SHARD, [ca_name])[0]
-
-    def has_certificates(self, ca_name: str) -> bool:
-        return self.session.first(_ANY_CERTIFICATE_OF_CA, [ca_name]) is not None
 
     def crl_shard_states(self, ca_name: str) -> dict[int, tuple[int, datetime, datetime]]:
         """Shard -> (number, this_update, next_update) of the CA's published shards."""
