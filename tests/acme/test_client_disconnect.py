@@ -26,7 +26,7 @@ def request_events(log: str, path: str) -> list[dict]:
     return events
 
 
-def test_disconnect_mid_body_is_logged_as_malformed(tmp_path: Path, dns_server: ChallTestSrv,
+def test_disconnect_mid_body_logged_malformed(tmp_path: Path, dns_server: ChallTestSrv,
                                                      validation_ports: ChallengePorts) -> None:
     path = "/acme/default/new-account"
     with FleetcaServer(tmp_path / "data", dns_server.dns_address, validation_ports) as server:

@@ -351,7 +351,7 @@ def copy_without_settings(server: FleetcaServer, copy: Path) -> Path:
     return copy
 
 
-def test_cli_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
+def test_cli_copied_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
     copy = copy_without_settings(server, tmp_path / "copy")
     database_url = server.database_url or f"sqlite:///{(server.data_dir / 'fleetca.db').resolve()}"
 
@@ -368,7 +368,7 @@ def test_cli_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_pa
     assert "default" in listed.stdout
 
 
-def test_serve_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
+def test_serve_copied_dir_needs_database_url(server: FleetcaServer, tmp_path: Path) -> None:
     copy = copy_without_settings(server, tmp_path / "copy")
 
     result = run_fleetca("serve", "--data-dir", str(copy), "--listen", "127.0.0.1:1", check=False)
@@ -378,7 +378,7 @@ def test_serve_on_copied_data_dir_needs_database_url(server: FleetcaServer, tmp_
     assert not (copy / "fleetca.db").exists()
 
 
-def test_init_on_database_with_cas_rejected(server: FleetcaServer, tmp_path: Path) -> None:
+def test_init_rejects_database_with_cas(server: FleetcaServer, tmp_path: Path) -> None:
     database_url = server.database_url or f"sqlite:///{(server.data_dir / 'fleetca.db').resolve()}"
     roots = "SELECT count(*) FROM audit_events WHERE event = 'ca.root.created'"
     before = server.query(roots)[0][0]
@@ -387,7 +387,7 @@ def test_init_on_database_with_cas_rejected(server: FleetcaServer, tmp_path: Pat
                          "--database-url", database_url, check=False)
 
     assert result.returncode == 1
-    assert "already holds issuing CAs" in result.stderr
+    assert "already contains issuing CAs" in result.stderr
     assert not (tmp_path / "second" / "keys").exists()
     assert server.query(roots)[0][0] == before
 

@@ -91,7 +91,7 @@ OTHER_CRL_BASE = "http://crl.elsewhere.example"
 
 
 def wait_for_shards(server: FleetcaServer, base_url: str) -> list[str | None]:
-    """Wait until every shard is published under ``base_url``; return the URL each shard names."""
+    """Wait until every shard is published under ``base_url``, and return the URL each shard names."""
     deadline = time.monotonic() + OBSERVE_SECONDS
     while True:
         urls = [distribution_point_url(bytes(der))
@@ -113,7 +113,7 @@ def crl_pair(tmp_path: Path, dns_server: ChallTestSrv,
     return first, other
 
 
-def test_process_with_other_crl_url_refuses_to_start(tmp_path: Path, dns_server: ChallTestSrv,
+def test_other_crl_url_rejected_at_start(tmp_path: Path, dns_server: ChallTestSrv,
                                                      validation_ports: ChallengePorts,
                                                      responder: HttpResponder) -> None:
     first, other = crl_pair(tmp_path, dns_server, validation_ports)

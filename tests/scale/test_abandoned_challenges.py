@@ -62,7 +62,7 @@ def fetch_count(responder: HttpResponder, token: str) -> int:
     return sum(1 for seen in responder.requests if seen.path == CHALLENGE_PATH + token)
 
 
-def test_live_validation_not_repeated_by_starting_process(pair: tuple[FleetcaServer, FleetcaServer],
+def test_live_validation_not_repeated(pair: tuple[FleetcaServer, FleetcaServer],
                                                           responder: HttpResponder) -> None:
     first, second = pair
     challenge_id, token = start_slow_challenge(first, responder, "live", SLOW_RESPONSE_SECONDS)
@@ -74,7 +74,7 @@ def test_live_validation_not_repeated_by_starting_process(pair: tuple[FleetcaSer
     assert "resumed" not in second.read_log()
 
 
-def test_abandoned_validation_taken_up_by_other_process(pair: tuple[FleetcaServer, FleetcaServer],
+def test_abandoned_validation_taken_up(pair: tuple[FleetcaServer, FleetcaServer],
                                                         responder: HttpResponder) -> None:
     first, second = pair
     challenge_id, token = start_slow_challenge(first, responder, "gone", SLOW_RESPONSE_SECONDS)

@@ -72,7 +72,7 @@ def test_certificate_covers_every_name(tmp_path: Path, dns_server: ChallTestSrv,
 
 
 def handshake(port: int, server_name: str, root_pem: Path) -> x509.Certificate:
-    """Complete a TLS handshake to 127.0.0.1:``port`` that verifies the certificate for ``server_name``; return it."""
+    """Complete a TLS handshake to 127.0.0.1:``port`` that verifies the certificate for ``server_name``, and return it."""
     context = ssl.create_default_context(cafile=str(root_pem))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with context.wrap_socket(raw, server_hostname=server_name) as conn:
@@ -87,7 +87,7 @@ def root_crl(server: FleetcaServer) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(response.content)
 
 
-def test_running_server_renews_certificate_and_root_crl(tmp_path: Path, dns_server: ChallTestSrv,
+def test_server_renews_certificate_and_crl(tmp_path: Path, dns_server: ChallTestSrv,
                                                        validation_ports: ChallengePorts) -> None:
     with FleetcaServer(tmp_path / "data", dns_server.dns_address, validation_ports,
                        env={"FLEETCA_SERVER__RENEWAL_CHECK_SECONDS": "0.5"}) as server:

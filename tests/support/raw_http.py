@@ -20,7 +20,7 @@ def open_partial_post(server: FleetcaServer, path: str, body: bytes, sent: int) 
 
 
 def read_response(conn: ssl.SSLSocket) -> tuple[int, dict[str, str]]:
-    """Read until the end of the response headers; return the status and the headers."""
+    """Read until the end of the response headers, and return the status and the headers."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(4096)

@@ -144,7 +144,7 @@ async def validate_challenge(ctx: AcmeContext, challenge_id: str,
 
 
 async def resume_abandoned_challenges(ctx: AcmeContext) -> int:
-    """Restart validation of challenges that a stopped process left in processing; return how many.
+    """Restart validation of challenges that a stopped process left in processing, and return how many.
 
     A live process records a validation's outcome within the total timeout,
     so only a challenge in processing for longer than that, plus a margin

@@ -40,7 +40,7 @@ def existing_state(data_dir: Path) -> list[str]:
 
 
 def database_has_issuing_cas(url: str) -> bool:
-    """True when the database at ``url`` already has fleetca's schema and at least one issuing CA."""
+    """Return whether the database at ``url`` already has fleetca's schema and at least one issuing CA."""
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return False
     engine = make_engine(url)
@@ -63,9 +63,9 @@ def initialize(data_dir: Path, ca_name: str, constraints: NameConstraints, now: 
         raise InitError(f"{data_dir} is already initialised (found {', '.join(found)}); "
                         "refusing to overwrite it. Use a new --data-dir, or `fleetca ca create` to add a CA.")
     if database_url and database_has_issuing_cas(database_url):
-        raise InitError("the database already holds issuing CAs, which another data directory's root "
-                        "signed; to run another process on it, copy fleetca.toml, root.pem, root.crl, cas/ and "
-                        "keys/ from that data directory instead of running init")
+        raise InitError("the database already contains issuing CAs signed by another data directory's root. "
+                        "To run another process on it, copy fleetca.toml, root.pem, root.crl, cas/ and keys/ "
+                        "from that data directory instead of running init")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     # Keys, the database (which contains the nonce HMAC key) and settings are private to the CA's user.
@@ -86,7 +86,7 @@ def _populate(data_dir: Path, ca_name: str, constraints: NameConstraints, now: d
     try:
         root = create_root(settings.root_key_path, organization, now)
         settings.root_certificate_path.write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))
-        # The root certificate is handed to every relying party; the directory itself stays private.
+        # The root certificate is handed to every relying party, while the directory itself stays private.
         settings.root_certificate_path.chmod(0o644)
         ensure_root_crl(settings, now)
         with database.transaction() as repo:

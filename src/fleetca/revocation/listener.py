@@ -30,9 +30,9 @@ class _QuietServer(uvicorn.Server):
 
 
 class CredentialRenewal:
-    """Renews the server's credentials while it runs, and reloads its TLS certificate file when it changes.
+    """A task that renews the server's credentials while it runs, and reloads its TLS certificate file when it changes.
 
-    ``renew`` re-issues what nears its end; it runs every ``every_seconds``.
+    ``renew`` re-issues what nears its end, and runs every ``every_seconds``.
     Several worker processes share one certificate file, so each reloads the
     file whenever its modification time changes, whichever process wrote it.
     """

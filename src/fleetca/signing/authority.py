@@ -190,7 +190,7 @@ def _replace_file(path: Path, content: bytes) -> None:
 
 
 def server_certificate_covers(cert_path: Path, hosts: list[str], now: datetime) -> bool:
-    """True when the stored TLS certificate names every one of ``hosts`` and is valid for a week more."""
+    """Return whether the stored TLS certificate names every one of ``hosts`` and is valid for a week more."""
     if not cert_path.exists():
         return False
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
